@@ -1,0 +1,7 @@
+//! dropship: get container images onto every node of a cluster fast, over plain SSH,
+//! through a bastion. See README.md for the architecture.
+
+pub mod cli;
+pub mod commands;
+pub mod inventory;
+pub mod logging;
