@@ -5,4 +5,6 @@ pub mod cli;
 pub mod commands;
 pub mod inventory;
 pub mod logging;
+pub mod push;
+pub mod report;
 pub mod retry;
