@@ -62,13 +62,16 @@ node_socket() { echo "$STATE/$1/docker.sock"; }
 
 pidfile() { echo "$STATE/run/$1.pid"; }
 
+# A zombie counts as gone: our daemons are orphans, reaped by init whenever it gets to it.
+alive() { [[ -r /proc/$1/stat && "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]]; }
+
 # The pid in a pid file, if that process still runs the program we started.
 running_pid() {
 	local file pid exe
 	file=$(pidfile "$1")
 	[[ -s $file ]] || return 1
 	read -r pid exe <"$file"
-	[[ -d /proc/$pid ]] && [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$exe" ]] && echo "$pid"
+	alive "$pid" && [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$exe" ]] && echo "$pid"
 }
 
 # start NAME PROGRAM [ARGS...]: run in the background, output to $STATE/log/NAME.log.
@@ -87,10 +90,10 @@ stop_bg() {
 	pid=$(running_pid "$name") || { rm -f "$(pidfile "$name")"; return 0; }
 	kill -TERM "$pid" 2>/dev/null || true
 	for ((i = 0; i < 150; i++)); do
-		[[ -d /proc/$pid ]] || break
+		alive "$pid" || break
 		sleep 0.1
 	done
-	if [[ -d /proc/$pid ]]; then
+	if alive "$pid"; then
 		log "$name (pid $pid) did not stop in 15 s: killing it"
 		kill -KILL "$pid" 2>/dev/null || true
 	fi
