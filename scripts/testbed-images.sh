@@ -28,7 +28,7 @@ log() { echo "testbed-images[${TESTBED_ID:-0}]: $*" >&2; }
 # set_layout SET: image names and layer sizes of a set.
 set_layout() {
 	case "$1" in
-	small) NAMES=(app1 app2 app3) BASE_SIZES=($MB) APP_SIZE=$MB LAST_SIZE=$((512 * KB)) ;;
+	small) NAMES=(app1 app2 app3) BASE_SIZES=("$MB") APP_SIZE=$MB LAST_SIZE=$((512 * KB)) ;;
 	large) NAMES=(big1 big2 big3) BASE_SIZES=($((20 * MB)) $((10 * MB))) APP_SIZE=$((25 * MB)) LAST_SIZE=$((5 * MB)) ;;
 	*) log "unknown image set '$1' (small or large)"; exit 2 ;;
 	esac

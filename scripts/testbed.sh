@@ -28,7 +28,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$REPO/scripts/testbed.sh"
 ID=${TESTBED_ID:-0}
-[[ $ID =~ ^[0-9]+$ ]] && ((ID <= 127)) || { echo "testbed: TESTBED_ID must be 0..127, got '$ID'" >&2; exit 2; }
+if ! [[ $ID =~ ^[0-9]+$ ]] || ((ID > 127)); then echo "testbed: TESTBED_ID must be 0..127, got '$ID'" >&2; exit 2; fi
 export TESTBED_ID=$ID
 
 P="ds$ID"
@@ -61,6 +61,11 @@ node_socket() { echo "$STATE/$1/docker.sock"; }
 # --- processes: every one we start has a pid file under $STATE/run --------------------------
 
 pidfile() { echo "$STATE/run/$1.pid"; }
+
+started() { # GLOB: the names of the pid files matching GLOB
+	local file
+	for file in "$STATE/run"/$1.pid; do [[ ! -e $file ]] || basename "$file" .pid; done
+}
 
 # A zombie counts as gone: our daemons are orphans, reaped by init whenever it gets to it.
 alive() { [[ -r /proc/$1/stat && "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]]; }
@@ -285,7 +290,11 @@ remove_network() {
 		# Anything still in one of our namespaces was started by us (directly or by a daemon).
 		local pids
 		pids=$(ip netns pids "$ns" 2>/dev/null || true)
-		[[ -z $pids ]] || { log "killing leftover processes in $ns: $pids"; kill -KILL $pids 2>/dev/null || true; }
+		if [[ -n $pids ]]; then
+			log "killing leftover processes in $ns: $pids"
+			# shellcheck disable=SC2086 # one pid a word
+			kill -KILL $pids 2>/dev/null || true
+		fi
 		ip netns del "$ns"
 		rm -rf "/etc/netns/$ns"
 	done
@@ -320,6 +329,9 @@ control_namespace_main() {
 start_node_namespace() {
 	local node=$1
 	running_pid "$node-ns" >/dev/null && return 0
+	# Servers left in a namespace that lost its holder would not be reachable through it.
+	stop_bg "$node-sshd"
+	stop_bg "$node-dockerd"
 	mkdir -p "$STATE/$node/tmp/releases"
 	chmod 1777 "$STATE/$node/tmp"
 	rm -f "$STATE/run/$node.ready"
@@ -388,7 +400,7 @@ start_control_dockerd() {
 }
 
 start_bastion() {
-	mkdir -p -m 755 /run/sshd # sshd privilege separation directory (the bastion shares our /run)
+	[[ -d /run/sshd ]] || mkdir -m 755 /run/sshd # privilege separation (the bastion shares our /run)
 	running_pid bastion-sshd >/dev/null ||
 		start_bg bastion-sshd "$SSHD" ip netns exec "$BASTION_NS" "$SSHD" -D -f "$STATE/etc/bastion.sshd_config" -E "$STATE/log/bastion-sshd.log"
 	running_pid registry >/dev/null ||
@@ -495,7 +507,7 @@ check_isolation() {
 
 cmd_up() {
 	local n=${1:-4} node
-	[[ $n =~ ^[0-9]+$ ]] && ((n >= 1 && n <= 200)) || die "N must be 1..200, got '$n'"
+	if ! [[ $n =~ ^[0-9]+$ ]] || ((n < 1 || n > 200)); then die "N must be 1..200, got '$n'"; fi
 	(($(id -u) == 0)) || die "run as root (namespaces, mounts)"
 	local tool
 	for tool in ip nsenter unshare ssh ssh-keygen docker-registry curl openssl sudo "$SSHD" "$DOCKERD" "$DOCKER"; do
@@ -541,9 +553,9 @@ cmd_down() {
 	local purge=${1:-} name
 	if [[ -d $STATE/run ]]; then
 		# dockerd first (it stops its containerd), then the rest, then the namespace holders.
-		for name in $(cd "$STATE/run" && ls -- *-dockerd.pid 2>/dev/null | sed 's/\.pid$//'); do stop_bg "$name" & done
+		for name in $(started '*-dockerd'); do stop_bg "$name" & done
 		wait
-		for name in $(cd "$STATE/run" && ls -- *.pid 2>/dev/null | sed 's/\.pid$//'); do stop_bg "$name"; done
+		for name in $(started '*'); do stop_bg "$name"; done
 		rm -f "$STATE/run"/*.ready
 	fi
 	remove_network
@@ -564,11 +576,34 @@ cmd_status() {
 	for name in registry bastion-sshd control-dockerd $(for n in $(node_names); do echo "$n-ns $n-sshd $n-dockerd"; done); do
 		if pid=$(running_pid "$name"); then echo "  $name: running (pid $pid)"; else echo "  $name: stopped"; ok=1; fi
 	done
+	echo "  memory: $(memory_use)"
+	echo "  disk: $(du -sxm "$STATE" | cut -f1) MB in $STATE"
 	return $ok
 }
 
+# The resident memory of every process we started and of their descendants (containerd).
+memory_use() {
+	local roots=() name pid
+	for name in $(started '*'); do
+		pid=$(running_pid "$name") && roots+=("$pid")
+	done
+	ps -e -o pid=,ppid=,rss= | awk -v roots="${roots[*]}" '
+		BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) ours[r[i]] = 1 }
+		{ parent[$1] = $2; rss[$1] = $3 }
+		END { for (p in rss) { q = p; while (q > 1 && !(q in ours)) q = parent[q]
+		                       if (!(q in ours)) continue
+		                       total += rss[p]; count++; pss = 0
+		                       file = "/proc/" p "/smaps_rollup"
+		                       while ((getline line < file) > 0) if (line ~ /^Pss:/) { split(line, f, " "); pss = f[2] }
+		                       close(file); shared += pss }
+		      printf "%d MB RSS (%d MB PSS) in %d processes\n", total / 1024, shared / 1024, count }'
+}
+
 cmd_env() {
-	running_pid bastion-sshd >/dev/null && [[ -s $INVENTORY_DIR/hosts.ini ]] || { log "instance $ID is not up: run scripts/testbed.sh up"; return 1; }
+	if ! running_pid bastion-sshd >/dev/null || [[ ! -s $INVENTORY_DIR/hosts.ini ]]; then
+		log "instance $ID is not up: run scripts/testbed.sh up"
+		return 1
+	fi
 	local node i=0 images
 	images=$(tr '\n' ' ' <"$INVENTORY_DIR/images.txt" | sed 's/ $//')
 	kv() { echo "$1='$2'"; }
@@ -613,7 +648,7 @@ cmd_exec() {
 
 cmd_start_stop() { # start|stop NODE sshd|dockerd
 	local action=$1 node=${2:?usage: start|stop NODE sshd|dockerd} server=${3:?usage: start|stop NODE sshd|dockerd}
-	[[ $node =~ ^node[0-9]+$ ]] && ((${node#node} <= $(node_count))) || die "no such node: $node"
+	if ! [[ $node =~ ^node[0-9]+$ ]] || ((${node#node} > $(node_count))); then die "no such node: $node"; fi
 	case "$action-$server" in
 	stop-sshd | stop-dockerd) stop_bg "$node-$server" ;;
 	start-sshd)
