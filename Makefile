@@ -31,5 +31,5 @@ testbed-up: deps ## Bring the test bed up: a bastion, 4 nodes, a registry (TESTB
 testbed-down: ## Stop the test bed and remove its namespaces
 	scripts/testbed.sh down
 
-demo: testbed-up build ## Bring the test bed up and push its images to every node through the bastion
-	target/release/dropship push -i $(TESTBED_INVENTORY)/hosts.ini --images-file $(TESTBED_INVENTORY)/images.txt
+demo: testbed-up ## Bring the test bed up and push its images to every node through the bastion
+	$(CARGO) run --release --locked -- push -i $(TESTBED_INVENTORY)/hosts.ini --images-file $(TESTBED_INVENTORY)/images.txt

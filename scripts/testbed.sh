@@ -372,7 +372,7 @@ start_dockerd() {
 wait_dockerd() { # NAME DIR LAUNCHER...
 	local name=$1 dir=$2
 	if ! wait_for "$name dockerd" 30 docker_ready "$dir/docker.sock"; then
-		if [[ ! -e $dir/storage-driver ]] && grep -q overlay "$STATE/log/$name-dockerd.log"; then
+		if [[ ! -e $dir/storage-driver ]] && grep -qE 'overlay|graphdriver' "$STATE/log/$name-dockerd.log"; then
 			log "overlay2 does not work for $name here: falling back to vfs (slower, more disk)"
 			stop_bg "$name-dockerd"
 			echo vfs >"$dir/storage-driver"
@@ -490,17 +490,18 @@ ssh_jump() { # NODE CMD...
 
 check_isolation() {
 	[[ $(in_ns "$BASTION_NS" sysctl -n net.ipv4.ip_forward) == 0 ]] || die "the bastion forwards IP"
-	local node
-	node=node1
-	! tcp_open "$(node_addr "$node")" 22 || die "$node is reachable directly from the root namespace"
-	local pids=() failed=0
+	local node pid failed=0 direct=() jumped=()
 	for node in $(node_names); do
+		(! tcp_open "$(node_addr "$node")" 22) &
+		direct+=($!)
 		ssh_jump "$node" true &
-		pids+=($!)
+		jumped+=($!)
 	done
-	for node in "${pids[@]}"; do wait "$node" || failed=1; done
+	for pid in "${direct[@]}"; do wait "$pid" || failed=1; done
+	((failed == 0)) || die "a node is reachable directly from the root namespace"
+	for pid in "${jumped[@]}"; do wait "$pid" || failed=1; done
 	((failed == 0)) || die "a node is not reachable with ssh -J through the bastion"
-	log "isolation checked: nodes unreachable directly, every node reachable through the bastion"
+	log "isolation checked: no node reachable directly, every node reachable through the bastion"
 }
 
 # --- commands ---------------------------------------------------------------------------------
