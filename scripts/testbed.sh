@@ -298,7 +298,8 @@ remove_network() {
 		ip netns del "$ns"
 		rm -rf "/etc/netns/$ns"
 	done
-	! ip link show "$ROOT_LINK" >/dev/null 2>&1 || ip link del "$ROOT_LINK"
+	# Usually gone with the bastion namespace already (the kernel removes both ends of a veth).
+	ip link del "$ROOT_LINK" 2>/dev/null || true
 }
 
 # --- servers ----------------------------------------------------------------------------------
@@ -315,7 +316,6 @@ node_namespace_main() {
 	mkdir -m 755 /run/sshd
 	mount --bind "$STATE/$node/tmp" /tmp
 	[[ ! -e /usr/local/bin/docker ]] || mount --bind "$DOCKER" /usr/local/bin/docker
-	touch "$STATE/run/$node.ready"
 	exec sleep infinity
 }
 
@@ -334,9 +334,9 @@ start_node_namespace() {
 	stop_bg "$node-dockerd"
 	mkdir -p "$STATE/$node/tmp/releases"
 	chmod 1777 "$STATE/$node/tmp"
-	rm -f "$STATE/run/$node.ready"
 	start_bg "$node-ns" sleep ip netns exec "$(node_ns "$node")" unshare -m -u --propagation private "$SELF" _node-namespace "$node"
-	wait_for "$node namespace" 10 test -e "$STATE/run/$node.ready" || die "$node namespace did not come up: $STATE/log/$node-ns.log"
+	# Ready once the holder has exec'd into `sleep`, which it does after its mounts.
+	wait_for "$node namespace" 10 running_pid "$node-ns" || die "$node namespace did not come up: $STATE/log/$node-ns.log"
 }
 
 enter_node() { # NODE CMD...: run in the node's network, mount and UTS namespaces
@@ -557,7 +557,6 @@ cmd_down() {
 		for name in $(started '*-dockerd'); do stop_bg "$name" & done
 		wait
 		for name in $(started '*'); do stop_bg "$name"; done
-		rm -f "$STATE/run"/*.ready
 	fi
 	remove_network
 	# Nodes come up empty next time; keys, registry data and the control daemon stay.
