@@ -234,6 +234,7 @@ storage:
     enabled: true
 http:
   addr: :5000
+  secret: dropship-testbed-$ID
 EOF
 	# The cgroup mounts of the root namespace, replayed in each node's mount namespace (ip netns
 	# exec mounts a fresh /sys, and dockerd refuses to start without the cgroup hierarchies).
