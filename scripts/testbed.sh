@@ -365,7 +365,8 @@ start_dockerd() {
 	running_pid "$name-dockerd" >/dev/null && return 0
 	mkdir -p "$dir"
 	driver=$(cat "$dir/storage-driver" 2>/dev/null || echo overlay2)
-	rm -f "$dir/dockerd.pid"
+	# Pid files of a daemon (and its containerd) that died with the machine name a stranger now.
+	rm -rf "$dir/dockerd.pid" "$dir/exec"
 	# shellcheck disable=SC2046
 	start_bg "$name-dockerd" "$DOCKERD" "$@" "$DOCKERD" $(dockerd_args "$dir") --storage-driver "$driver"
 }
