@@ -2,10 +2,14 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
+# The test bed instance (scripts/testbed.sh); several can run side by side.
+TESTBED_ID ?= 0
+export TESTBED_ID
+TESTBED_INVENTORY := inventory/$(if $(filter 0,$(TESTBED_ID)),testbed,testbed-$(TESTBED_ID))
 
-.PHONY: help build test lint
+.PHONY: help build test lint deps testbed-up testbed-down demo
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 build: ## Build the release binary (target/release/dropship)
 	$(CARGO) build --release --locked
@@ -14,5 +18,18 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
+deps: ## Install the Debian packages and the Python venv (scripts/install-deps.sh; idempotent)
+	scripts/install-deps.sh
+
 test: ## Run every test (unit, ansible oracle, end-to-end on the test bed)
+	@scripts/install-deps.sh --check 2>/dev/null || scripts/install-deps.sh
 	$(CARGO) test --locked
+
+testbed-up: deps ## Bring the test bed up: a bastion, 4 nodes, a registry (TESTBED_ID=n for another)
+	scripts/testbed.sh up
+
+testbed-down: ## Stop the test bed and remove its namespaces
+	scripts/testbed.sh down
+
+demo: testbed-up ## Bring the test bed up and push its images to every node through the bastion
+	$(CARGO) run --release --locked -- push -i $(TESTBED_INVENTORY)/hosts.ini --images-file $(TESTBED_INVENTORY)/images.txt

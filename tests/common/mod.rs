@@ -1,0 +1,280 @@
+//! The test bed (`scripts/testbed.sh`) as the end-to-end tests see it.
+//!
+//! `testbed()` reads `scripts/testbed.sh env` for instance `$TESTBED_ID` (default 0). Every test
+//! that touches the test bed holds `lock()` while it runs, so tests in different threads and test
+//! binaries never act on one instance at the same time.
+// Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+/// Debian's docker client, the one that matches the test bed's dockerd 20.10.
+pub const DOCKER: &str = "/usr/bin/docker";
+
+/// One node: its inventory name, the address dropship connects to, and its daemon.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub address: String,
+    /// `unix://...`: the node's own dockerd, reachable from the root namespace.
+    pub docker_host: String,
+    /// The node's network namespace (`ip netns`).
+    pub netns: String,
+}
+
+/// A running test bed instance.
+#[derive(Debug, Clone)]
+pub struct Testbed {
+    pub id: u32,
+    pub state_dir: PathBuf,
+    pub inventory_ini: PathBuf,
+    pub inventory_yaml: PathBuf,
+    /// The client key authorized for root on every host (ed25519, no passphrase).
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    /// An ssh_config for the system `ssh` (key, known_hosts, strict checking), also for `-J`.
+    pub ssh_config: PathBuf,
+    /// The bastion's address from the root namespace.
+    pub bastion: String,
+    /// `registry.testbed:5000`: the name every daemon of the test bed resolves.
+    pub registry: String,
+    /// The registry's HTTP API from the root namespace.
+    pub registry_url: String,
+    /// The small test image set, as pushed to the registry (also in `images_file`).
+    pub images: Vec<String>,
+    pub images_file: PathBuf,
+    /// `unix://...`: the control daemon in the root namespace (the localhost delegate).
+    pub control_docker_host: String,
+    pub nodes: Vec<Node>,
+    /// The node whose /etc/os-release says Flatcar (the last one).
+    pub flatcar_node: String,
+}
+
+/// Holds the instance's lock until dropped.
+pub struct TestbedLock(File);
+
+/// The test bed, or None (with a loud message) when it is not up. In CI (`CI=true`) a missing
+/// test bed is a failure, never a silent pass.
+pub fn testbed() -> Option<Testbed> {
+    let script = repo().join("scripts/testbed.sh");
+    let output = Command::new(&script)
+        .arg("env")
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+    if !output.status.success() {
+        let why = String::from_utf8_lossy(&output.stderr);
+        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+            panic!(
+                "NO TEST BED in CI: {why}\nCI must run `scripts/testbed.sh up` before the tests"
+            );
+        }
+        // Straight to stderr: libtest captures eprintln! of passing tests, this must show.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "\n*** SKIPPED (no test bed; run scripts/testbed.sh up): {} ***",
+            why.trim()
+        );
+        return None;
+    }
+    Some(Testbed::from_env(&String::from_utf8_lossy(&output.stdout)))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `NAME='value'` lines, as `scripts/testbed.sh env` prints them.
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.trim_matches('\'').to_string()))
+        .collect()
+}
+
+impl Testbed {
+    fn from_env(text: &str) -> Testbed {
+        let vars = parse_env(text);
+        let var = |name: &str| {
+            vars.get(name)
+                .unwrap_or_else(|| panic!("scripts/testbed.sh env did not print {name}"))
+                .clone()
+        };
+        let nodes = var("TESTBED_NODES")
+            .split_whitespace()
+            .map(|name| {
+                let prefix = format!("TESTBED_{}", name.to_uppercase());
+                Node {
+                    name: name.to_string(),
+                    address: var(&format!("{prefix}_ADDR")),
+                    docker_host: var(&format!("{prefix}_DOCKER_HOST")),
+                    netns: var(&format!("{prefix}_NETNS")),
+                }
+            })
+            .collect();
+        Testbed {
+            id: var("TESTBED_ID").parse().expect("TESTBED_ID is a number"),
+            state_dir: var("TESTBED_STATE").into(),
+            inventory_ini: var("TESTBED_INVENTORY").into(),
+            inventory_yaml: var("TESTBED_INVENTORY_YAML").into(),
+            key: var("TESTBED_KEY").into(),
+            known_hosts: var("TESTBED_KNOWN_HOSTS").into(),
+            ssh_config: var("TESTBED_SSH_CONFIG").into(),
+            bastion: var("TESTBED_BASTION"),
+            registry: var("TESTBED_REGISTRY"),
+            registry_url: var("TESTBED_REGISTRY_URL"),
+            images: var("TESTBED_IMAGES")
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
+            images_file: var("TESTBED_IMAGES_FILE").into(),
+            control_docker_host: var("TESTBED_CONTROL_DOCKER_HOST"),
+            nodes,
+            flatcar_node: var("TESTBED_FLATCAR_NODE"),
+        }
+    }
+
+    /// Waits until no other test (thread or process) uses this instance, then holds it.
+    pub fn lock(&self) -> TestbedLock {
+        let path = self.state_dir.join("lock");
+        let file = File::create(&path)
+            .unwrap_or_else(|err| panic!("cannot open {}: {err}", path.display()));
+        file.lock()
+            .unwrap_or_else(|err| panic!("cannot lock {}: {err}", path.display()));
+        TestbedLock(file)
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|node| node.name == name)
+            .unwrap_or_else(|| panic!("the test bed has no node {name}"))
+    }
+
+    pub fn flatcar(&self) -> &Node {
+        self.node(&self.flatcar_node)
+    }
+
+    /// Removes every image from every node's daemon and empties their /tmp/releases.
+    pub fn reset_nodes(&self) {
+        std::thread::scope(|scope| {
+            for node in &self.nodes {
+                scope.spawn(move || {
+                    succeed(docker(
+                        &node.docker_host,
+                        &["image", "prune", "--all", "--force"],
+                    ));
+                    succeed(self.run_in(node, "rm -rf /tmp/releases/* /tmp/releases/.[!.]*"));
+                });
+            }
+        });
+    }
+
+    /// The images on a node's daemon: (full image id, its repo:tag names).
+    pub fn node_images(&self, node: &Node) -> Vec<(String, Vec<String>)> {
+        let listing = succeed(docker(
+            &node.docker_host,
+            &[
+                "image",
+                "ls",
+                "--no-trunc",
+                "--format",
+                "{{.ID}} {{.Repository}}:{{.Tag}}",
+            ],
+        ));
+        let mut images: Vec<(String, Vec<String>)> = Vec::new();
+        for line in String::from_utf8_lossy(&listing.stdout).lines() {
+            let Some((id, name)) = line.split_once(' ') else {
+                continue;
+            };
+            let index = match images.iter().position(|(known, _)| known == id) {
+                Some(index) => index,
+                None => {
+                    images.push((id.to_string(), Vec::new()));
+                    images.len() - 1
+                }
+            };
+            if name != "<none>:<none>" {
+                images[index].1.push(name.to_string());
+            }
+        }
+        images
+    }
+
+    pub fn stop_sshd(&self, node: &Node) {
+        self.script(&["stop", &node.name, "sshd"]);
+    }
+
+    pub fn start_sshd(&self, node: &Node) {
+        self.script(&["start", &node.name, "sshd"]);
+    }
+
+    pub fn stop_dockerd(&self, node: &Node) {
+        self.script(&["stop", &node.name, "dockerd"]);
+    }
+
+    pub fn start_dockerd(&self, node: &Node) {
+        self.script(&["start", &node.name, "dockerd"]);
+    }
+
+    /// Runs a shell command inside the node's namespaces (its network, /tmp, /run), not over SSH.
+    pub fn run_in(&self, node: &Node, command: &str) -> Output {
+        self.command(&["exec", &node.name, "sh", "-c", command])
+            .output()
+            .expect("run scripts/testbed.sh exec")
+    }
+
+    /// The system `ssh` to a node through the bastion (`ssh -J`), as root.
+    pub fn ssh(&self, node: &Node) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.arg("-F")
+            .arg(&self.ssh_config)
+            .args(["-J", &format!("root@{}", self.bastion)])
+            .arg(format!("root@{}", node.address));
+        ssh
+    }
+
+    /// `scripts/testbed.sh ARGS...` for this instance.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(repo().join("scripts/testbed.sh"));
+        command.args(args).env("TESTBED_ID", self.id.to_string());
+        command
+    }
+
+    fn script(&self, args: &[&str]) {
+        succeed(
+            self.command(args)
+                .stdout(Stdio::null())
+                .output()
+                .expect("run scripts/testbed.sh"),
+        );
+    }
+}
+
+/// Debian's docker client against one daemon of the test bed.
+pub fn docker(docker_host: &str, args: &[&str]) -> Output {
+    Command::new(DOCKER)
+        .args(["-H", docker_host])
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {DOCKER}: {err}"))
+}
+
+/// The output of a command that must have succeeded (else panic with its stderr).
+pub fn succeed(output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "command failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A command's stdout as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

@@ -1,0 +1,173 @@
+//! The test bed itself: what every end-to-end test relies on. Each test skips (loudly) when no
+//! test bed is up, and fails in CI.
+
+mod common;
+
+use std::fs::File;
+use std::process::Stdio;
+
+use common::{Testbed, docker, stdout, succeed};
+
+fn ssh_output(testbed: &Testbed, node: &common::Node, command: &str) -> std::process::Output {
+    testbed.ssh(node).arg(command).output().expect("run ssh")
+}
+
+#[test]
+fn every_node_is_reachable_through_the_bastion_and_not_directly() {
+    let Some(testbed) = common::testbed() else {
+        return;
+    };
+    let _lock = testbed.lock();
+    std::thread::scope(|scope| {
+        for node in &testbed.nodes {
+            let testbed = &testbed;
+            scope.spawn(move || {
+                let hostname = succeed(ssh_output(testbed, node, "hostname"));
+                assert_eq!(stdout(&hostname).trim(), node.name);
+
+                let direct = std::process::Command::new("ssh")
+                    .arg("-F")
+                    .arg(&testbed.ssh_config)
+                    .args(["-o", "ConnectTimeout=2"])
+                    .arg(format!("root@{}", node.address))
+                    .arg("true")
+                    .output()
+                    .expect("run ssh");
+                assert!(
+                    !direct.status.success(),
+                    "{} is reachable without the bastion",
+                    node.name
+                );
+            });
+        }
+    });
+}
+
+#[test]
+fn only_the_last_node_reads_as_flatcar_over_ssh() {
+    let Some(testbed) = common::testbed() else {
+        return;
+    };
+    let _lock = testbed.lock();
+    assert_eq!(testbed.flatcar().name, testbed.nodes.last().unwrap().name);
+    for node in &testbed.nodes {
+        let os_release = stdout(&succeed(ssh_output(&testbed, node, "cat /etc/os-release")));
+        let is_flatcar = os_release.lines().any(|line| line == "ID=flatcar");
+        assert_eq!(
+            is_flatcar,
+            node.name == testbed.flatcar_node,
+            "{}: {os_release}",
+            node.name
+        );
+    }
+}
+
+#[test]
+fn an_archive_loaded_over_ssh_lands_in_that_nodes_daemon_only() {
+    let Some(testbed) = common::testbed() else {
+        return;
+    };
+    let _lock = testbed.lock();
+    testbed.reset_nodes();
+    let image = &testbed.images[0];
+    let archive = tempfile::NamedTempFile::new().unwrap();
+    let control = &testbed.control_docker_host;
+    succeed(docker(control, &["pull", "--quiet", image]));
+    let saved = docker(
+        control,
+        &["save", "--output", archive.path().to_str().unwrap(), image],
+    );
+    succeed(docker(control, &["rmi", image]));
+    succeed(saved);
+
+    let target = &testbed.nodes[1];
+    succeed(
+        testbed
+            .ssh(target)
+            .arg("docker load")
+            .stdin(File::open(archive.path()).unwrap())
+            .stdout(Stdio::null())
+            .output()
+            .unwrap(),
+    );
+
+    for node in &testbed.nodes {
+        let tags: Vec<String> = testbed
+            .node_images(node)
+            .into_iter()
+            .flat_map(|(_, tags)| tags)
+            .collect();
+        if node.name == target.name {
+            assert_eq!(tags, std::slice::from_ref(image));
+        } else {
+            assert!(tags.is_empty(), "{} has images: {tags:?}", node.name);
+        }
+    }
+    // `sudo docker` over SSH reaches the same daemon as `docker`.
+    let listed = |command: &str| stdout(&succeed(ssh_output(&testbed, target, command)));
+    assert_eq!(
+        listed("sudo -n docker images -q"),
+        listed("docker images -q")
+    );
+    testbed.reset_nodes();
+}
+
+#[test]
+fn a_node_pulls_from_the_registry() {
+    let Some(testbed) = common::testbed() else {
+        return;
+    };
+    let _lock = testbed.lock();
+    testbed.reset_nodes();
+    let node = &testbed.nodes[0];
+    let pulled = ssh_output(
+        &testbed,
+        node,
+        &format!("docker pull --quiet {}", testbed.images[2]),
+    );
+    succeed(pulled);
+    assert_eq!(testbed.node_images(node).len(), 1);
+    testbed.reset_nodes();
+}
+
+#[test]
+fn files_a_node_writes_stay_on_that_node() {
+    let Some(testbed) = common::testbed() else {
+        return;
+    };
+    let _lock = testbed.lock();
+    testbed.reset_nodes();
+    let (writer, reader) = (&testbed.nodes[0], &testbed.nodes[1]);
+    succeed(ssh_output(
+        &testbed,
+        writer,
+        "echo here > /tmp/releases/marker",
+    ));
+    assert!(succeed(testbed.run_in(writer, "cat /tmp/releases/marker")).stdout == b"here\n");
+    assert!(
+        !testbed
+            .run_in(reader, "test -e /tmp/releases/marker")
+            .status
+            .success()
+    );
+    assert!(!std::path::Path::new("/tmp/releases/marker").exists());
+    testbed.reset_nodes();
+}
+
+#[test]
+fn a_stopped_server_can_be_started_again() {
+    let Some(testbed) = common::testbed() else {
+        return;
+    };
+    let _lock = testbed.lock();
+    let node = &testbed.nodes[0];
+    testbed.stop_sshd(node);
+    assert!(!ssh_output(&testbed, node, "true").status.success());
+    testbed.start_sshd(node);
+    succeed(ssh_output(&testbed, node, "true"));
+
+    testbed.stop_dockerd(node);
+    assert!(!docker(&node.docker_host, &["version"]).status.success());
+    testbed.start_dockerd(node);
+    succeed(ssh_output(&testbed, node, "docker version"));
+}
