@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod facts;
 pub mod inventory;
 pub mod logging;
 pub mod ssh;
