@@ -34,8 +34,14 @@ probe() {
   echo "$n $rc $line"
 }
 have docker && probe docker docker version --format '{{.Server.Version}}'
-have ctr && probe ctr ctr --connect-timeout 2s version
-have nerdctl && probe nerdctl nerdctl version
+# ctr and nerdctl wait seconds for an absent containerd: ask only when its socket exists.
+sock=${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}
+if [ -S "$sock" ]; then
+  have ctr && probe ctr ctr --connect-timeout 2s version
+  have nerdctl && probe nerdctl nerdctl version
+else
+  for t in ctr nerdctl; do have "$t" && echo "$t 1 no containerd socket at $sock"; done
+fi
 have podman && probe podman podman version
 mark docker-info
 have docker && limit docker info --format '{"ServerVersion":{{json .ServerVersion}},"Driver":{{json .Driver}},"DriverStatus":{{json .DriverStatus}}}' 2>/dev/null
@@ -377,6 +383,67 @@ fn parse_images(lines: &[&str]) -> Result<Vec<NodeImage>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn captured_docker_node() {
+        let facts = parse(include_str!("../tests/fixtures/facts-node-docker.txt")).unwrap();
+        assert_eq!(
+            facts.os,
+            OsRelease {
+                id: "debian".into(),
+                id_like: vec![],
+                name: "Debian GNU/Linux".into(),
+                version_id: "12".into()
+            }
+        );
+        assert!(!facts.is_coreos_like());
+        assert_eq!(facts.arch, "x86_64");
+        assert_eq!(facts.tools, ["zstd", "gzip", "docker", "ctr"]);
+        assert_eq!(facts.runtime_summary(), "docker 20.10.24+dfsg1/overlay2");
+        let ctr = &facts.runtimes[1];
+        assert!(
+            !ctr.answers && ctr.detail.starts_with("no containerd socket"),
+            "{ctr:?}"
+        );
+        assert!(!facts.docker.as_ref().unwrap().containerd_image_store);
+        assert_eq!(
+            facts.free_space,
+            Some(FreeSpace {
+                path: "/tmp/releases".into(),
+                bytes: 72639940 * 1024
+            })
+        );
+        // Listed once per tag by `docker images -q`, kept once.
+        assert_eq!(facts.images.len(), 2);
+        let app1 = &facts.images[1];
+        assert_eq!(
+            app1.repo_tags,
+            [
+                "extra/name:latest",
+                "registry.testbed:5000/dropship/app1:v1"
+            ]
+        );
+        assert_eq!(app1.layers.len(), 4);
+        assert!(
+            facts.has_image("776311bcaaf6360bfde3a93024a30a8a5e46f34c9285a819f6962e74a5cdce93")
+        );
+        assert!(facts.has_image(&app1.id) && !facts.has_image("sha256:0000"));
+        // Both images share their base layer: 4 + 4 chains, one in common.
+        let chains = facts.layer_chain_ids();
+        assert_eq!(chains.len(), 7);
+        assert!(
+            chains.contains(
+                "sha256:efe04b92ce568ec92ef40b3a6003605eb35d0cefdc1a20c6252c4bc8cdda484d"
+            )
+        );
+    }
+
+    #[test]
+    fn captured_flatcar_node() {
+        let facts = parse(include_str!("../tests/fixtures/facts-node-flatcar.txt")).unwrap();
+        assert!(facts.is_coreos_like());
+        assert_eq!(facts.os.id_like, ["coreos"]);
+    }
 
     #[test]
     fn chain_ids_follow_the_oci_rule() {

@@ -35,18 +35,23 @@ pub(crate) struct KeyFile {
 impl KeyStore {
     /// The key files to offer, in order: `explicit` first, then the default ones that exist.
     /// Runs before the authentication timeout starts, since it may prompt for a passphrase.
-    pub(crate) async fn key_files(&self, explicit: Option<&Path>) -> Vec<KeyFile> {
-        let home_ssh = dirs::home_dir().map(|h| h.join(".ssh"));
-        let defaults = home_ssh
+    pub(crate) async fn key_files(
+        &self,
+        explicit: Option<&Path>,
+        default_dir: Option<&Path>,
+    ) -> Vec<KeyFile> {
+        let defaults = default_dir
             .iter()
             .flat_map(|dir| DEFAULT_KEY_NAMES.iter().map(move |name| dir.join(name)))
             .filter(|path| path.exists() && Some(path.as_path()) != explicit);
-        let mut files = Vec::new();
-        for (path, is_explicit) in explicit
+        // Collected first: no iterator of closures may live across the `.await` below.
+        let candidates: Vec<(PathBuf, bool)> = explicit
             .map(|p| (p.to_path_buf(), true))
             .into_iter()
             .chain(defaults.map(|p| (p, false)))
-        {
+            .collect();
+        let mut files = Vec::new();
+        for (path, is_explicit) in candidates {
             let key = self.load(&path).await;
             files.push(KeyFile {
                 path,
@@ -100,6 +105,7 @@ pub(crate) async fn authenticate(
     host: &str,
     user: &str,
     key_files: &[KeyFile],
+    agent_socket: Option<&Path>,
 ) -> Result<(), SshError> {
     let mut tried: Vec<String> = Vec::new();
     let mut rsa_hash: Option<Option<HashAlg>> = None;
@@ -125,7 +131,15 @@ pub(crate) async fn authenticate(
             });
         }
     }
-    if try_agent(handle, user, &mut rsa_hash, &mut tried, &mut offered)
+    if let Some(socket) = agent_socket
+        && try_agent(
+            handle,
+            socket,
+            user,
+            &mut rsa_hash,
+            &mut tried,
+            &mut offered,
+        )
         .await
         .map_err(protocol)?
     {
@@ -194,15 +208,13 @@ async fn try_key_file(
 
 async fn try_agent(
     handle: &mut Handle<Client>,
+    socket: &Path,
     user: &str,
     rsa_hash: &mut Option<Option<HashAlg>>,
     tried: &mut Vec<String>,
     offered: &mut Vec<PublicKey>,
 ) -> Result<bool, russh::Error> {
-    if std::env::var_os("SSH_AUTH_SOCK").is_none() {
-        return Ok(false);
-    }
-    let mut agent = match AgentClient::connect_env().await {
+    let mut agent = match AgentClient::connect_uds(socket).await {
         Ok(agent) => agent,
         Err(e) => {
             tried.push(format!("ssh-agent (unreachable: {e})"));

@@ -277,16 +277,26 @@ impl Connector {
                     source,
                 },
             })?;
+        let options = &self.inner.options;
         let key_files = self
             .inner
             .keys
-            .key_files(endpoint.private_key.as_deref())
+            .key_files(
+                endpoint.private_key.as_deref(),
+                options.default_key_dir.as_deref(),
+            )
             .await;
         self.timed(
             host,
             &address,
             Step::Authentication,
-            auth::authenticate(&mut handle, host, &endpoint.user, &key_files),
+            auth::authenticate(
+                &mut handle,
+                host,
+                &endpoint.user,
+                &key_files,
+                options.agent_socket.as_deref(),
+            ),
         )
         .await??;
         Ok(handle)
@@ -387,8 +397,9 @@ impl BastionPool {
     async fn lease(&self, connector: &Connector) -> Result<BastionLease, SshError> {
         let claim = LoadClaim::least_loaded(&self.loads);
         let mut connection = self.slots[claim.slot].lock().await;
-        let handle = match connection.as_ref().filter(|h| !h.is_closed()) {
-            Some(handle) => handle.clone(),
+        let reusable = connection.as_ref().filter(|h| !h.is_closed()).cloned();
+        let handle = match reusable {
+            Some(handle) => handle,
             None => {
                 let handle = Arc::new(self.connect(connector).await?);
                 *connection = Some(handle.clone());

@@ -30,6 +30,10 @@ pub struct ConnectOptions {
     pub bastion_connections: usize,
     /// Handshakes through one bastion at once (OpenSSH's MaxStartups starts dropping at 10).
     pub handshakes_per_bastion: usize,
+    /// ssh-agent socket (default: `SSH_AUTH_SOCK`); `None` means no agent.
+    pub agent_socket: Option<PathBuf>,
+    /// Where the default keys id_ed25519, id_ecdsa, id_rsa are looked for (default: ~/.ssh).
+    pub default_key_dir: Option<PathBuf>,
 }
 
 /// Connections per bastion by default: see README "SSH transport" for the measurement.
@@ -48,6 +52,10 @@ impl Default for ConnectOptions {
             keepalive_interval: Duration::from_secs(10),
             bastion_connections: DEFAULT_BASTION_CONNECTIONS,
             handshakes_per_bastion: 8,
+            agent_socket: std::env::var_os("SSH_AUTH_SOCK")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            default_key_dir: dirs::home_dir().map(|home| home.join(".ssh")),
         }
     }
 }
