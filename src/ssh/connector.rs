@@ -60,8 +60,27 @@ impl Connector {
     }
 
     /// The jump host `host` goes through: `--bastion`, else the inventory's, else none.
-    pub fn jump_for<'a>(&'a self, host: &'a HostConnection) -> Option<&'a JumpHost> {
-        self.inner.options.bastion.as_ref().or(host.jump.as_ref())
+    /// A `--bastion` names no key or known_hosts file, so it uses the target's.
+    pub fn jump_for(&self, host: &HostConnection) -> Option<JumpHost> {
+        match &self.inner.options.bastion {
+            Some(bastion) => Some(JumpHost {
+                private_key: bastion
+                    .private_key
+                    .clone()
+                    .or_else(|| host.private_key.clone()),
+                known_hosts: bastion
+                    .known_hosts
+                    .clone()
+                    .or_else(|| host.known_hosts.clone()),
+                ..bastion.clone()
+            }),
+            None => host.jump.clone(),
+        }
+    }
+
+    /// The user `connect` logs in to `host` as: `--user`, else ansible_user, else the local user.
+    pub fn login_user(&self, host: &HostConnection) -> String {
+        self.target_endpoint(host).user
     }
 
     /// An authenticated session to `host`, through its bastion when it has one.
@@ -78,7 +97,7 @@ impl Connector {
                 ))
             }
             Some(jump) => {
-                let pool = self.bastion_pool(jump);
+                let pool = self.bastion_pool(&jump);
                 let through_bastion = |source| SshError::Bastion {
                     host: host.name.clone(),
                     bastion: jump.name.clone(),
@@ -234,7 +253,8 @@ impl Connector {
             russh::Error::ChannelOpenFailure(reason) => SshError::Tunnel {
                 host: host.to_string(),
                 target: address.clone(),
-                reason: format!("{reason:?}"),
+                reason: tunnel_refusal(&reason),
+                transient: reason != russh::ChannelOpenFailure::AdministrativelyProhibited,
             },
             source => SshError::Protocol {
                 host: host.to_string(),
@@ -421,5 +441,21 @@ impl BastionPool {
         connector
             .connect_direct(&self.endpoint.check.host, &self.endpoint)
             .await
+    }
+}
+
+/// Why the bastion would not open a tunnel, in words.
+fn tunnel_refusal(reason: &russh::ChannelOpenFailure) -> String {
+    match reason {
+        russh::ChannelOpenFailure::ConnectFailed => {
+            "it cannot connect there (sshd down, wrong address or port?)".to_string()
+        }
+        russh::ChannelOpenFailure::AdministrativelyProhibited => {
+            "forwarding is prohibited (AllowTcpForwarding on the bastion?)".to_string()
+        }
+        russh::ChannelOpenFailure::ResourceShortage => {
+            "the bastion is short of resources".to_string()
+        }
+        other => format!("{other:?}"),
     }
 }

@@ -41,7 +41,8 @@ pub enum SshError {
         after: Duration,
     },
 
-    #[error("{host}: through bastion {bastion}: {source}")]
+    /// `source` names the bastion (its inventory name or address) first.
+    #[error("{host}: through bastion {source}")]
     Bastion {
         host: String,
         bastion: String,
@@ -53,6 +54,8 @@ pub enum SshError {
         host: String,
         target: String,
         reason: String,
+        /// False when the bastion forbids forwarding: retrying cannot help.
+        transient: bool,
     },
 
     #[error("{host}: SSH failure during {step}: {source}")]
@@ -166,8 +169,8 @@ impl SshError {
         match self {
             SshError::Connect { .. }
             | SshError::Timeout { .. }
-            | SshError::Tunnel { .. }
             | SshError::ConnectionLost { .. } => true,
+            SshError::Tunnel { transient, .. } => *transient,
             SshError::Bastion { source, .. } => source.is_transient(),
             SshError::Protocol { source, .. } => is_transient_russh(source),
             SshError::Auth { .. }
