@@ -230,6 +230,46 @@ fn an_agent_holding_the_key_is_enough() {
     assert!(result.unwrap().success());
 }
 
+/// RSA user keys must sign with rsa-sha2 (OpenSSH refuses ssh-rsa/SHA-1 by default).
+#[test]
+fn an_rsa_key_signs_with_sha2() {
+    let Some(tb) = Testbed::get() else { return };
+    let _exclusive = tb.lock(true); // it authorizes a key on the test bed for a moment
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_rsa");
+    let status = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "rsa",
+            "-b",
+            "2048",
+            "-N",
+            "",
+            "-C",
+            "dropship-ssh-test-rsa",
+            "-f",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let authorized = Path::new(tb.var("TESTBED_STATE")).join("keys/authorized_keys");
+    let original = std::fs::read_to_string(&authorized).unwrap();
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    std::fs::write(&authorized, format!("{original}{public}")).unwrap();
+    let result = runtime().block_on(async {
+        let options = ConnectOptions {
+            private_key: Some(key.clone()),
+            ..tb.options()
+        };
+        let session = Connector::new(options).connect(&tb.host("node1")).await?;
+        session.exec(&RemoteCommand::new(["true"])).run().await
+    });
+    std::fs::write(&authorized, original).unwrap();
+    assert!(result.unwrap().success());
+}
+
 #[test]
 fn unknown_host_refused_then_learned_with_accept_new() {
     let Some(tb) = Testbed::get() else { return };
