@@ -347,7 +347,7 @@ fn changed_host_key_refused_even_with_accept_new() {
             .err()
             .expect("changed key refused");
         assert!(
-            matches!(error, SshError::HostKeyChanged { ref lines, .. } if lines == &vec![2]),
+            matches!(error, SshError::HostKeyChanged { ref lines, .. } if **lines == [2]),
             "{error}"
         );
         assert!(error.to_string().contains("ssh-keygen -R"), "{error}");

@@ -109,10 +109,10 @@ pub(crate) async fn authenticate(
 ) -> Result<(), SshError> {
     let mut tried: Vec<String> = Vec::new();
     let mut rsa_hash: Option<Option<HashAlg>> = None;
-    let protocol = |source| SshError::Protocol {
+    let protocol = |source: russh::Error| SshError::Protocol {
         host: host.to_string(),
         step: super::Step::Authentication,
-        source,
+        source: source.into(),
     };
 
     let mut offered: Vec<PublicKey> = Vec::new();

@@ -259,7 +259,7 @@ impl Connector {
             source => SshError::Protocol {
                 host: host.to_string(),
                 step: Step::ChannelOpen,
-                source,
+                source: source.into(),
             },
         })?;
         self.handshake_and_auth(host, endpoint, channel.into_stream())
@@ -294,7 +294,7 @@ impl Connector {
                 ClientError::Russh(source) => SshError::Protocol {
                     host: host.to_string(),
                     step: Step::Handshake,
-                    source,
+                    source: source.into(),
                 },
             })?;
         let options = &self.inner.options;

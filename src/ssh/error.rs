@@ -1,6 +1,6 @@
 //! Everything that can go wrong talking to one host, with the host named in every case.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The step of a connection that was under way when something failed or timed out.
@@ -62,7 +62,7 @@ pub enum SshError {
     Protocol {
         host: String,
         step: Step,
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
 
     #[error(
@@ -91,7 +91,7 @@ pub enum SshError {
     UnknownHostKey {
         host: String,
         address: String,
-        known_hosts: PathBuf,
+        known_hosts: Box<Path>,
         fingerprint: String,
         line: String,
     },
@@ -107,16 +107,16 @@ pub enum SshError {
     HostKeyChanged {
         host: String,
         address: String,
-        known_hosts: PathBuf,
+        known_hosts: Box<Path>,
         fingerprint: String,
-        lines: Vec<usize>,
+        lines: Box<[usize]>,
     },
 
     #[error("{host}: host key {fingerprint} of {address} is marked @revoked in {}; refusing", known_hosts.display())]
     HostKeyRevoked {
         host: String,
         address: String,
-        known_hosts: PathBuf,
+        known_hosts: Box<Path>,
         fingerprint: String,
     },
 
@@ -249,7 +249,7 @@ mod tests {
             SshError::Protocol {
                 host: host(),
                 step: Step::Handshake,
-                source: russh::Error::HUP
+                source: russh::Error::HUP.into()
             }
             .is_transient()
         );
@@ -257,7 +257,7 @@ mod tests {
             !SshError::Protocol {
                 host: host(),
                 step: Step::Handshake,
-                source: russh::Error::Kex
+                source: russh::Error::Kex.into()
             }
             .is_transient()
         );
@@ -271,9 +271,9 @@ mod tests {
         let changed = SshError::HostKeyChanged {
             host: host(),
             address: "198.18.1.2".into(),
-            known_hosts: "/k".into(),
+            known_hosts: Path::new("/k").into(),
             fingerprint: "SHA256:x".into(),
-            lines: vec![3],
+            lines: Box::new([3]),
         };
         assert!(!changed.is_transient());
         assert_eq!(changed.host(), "node1");

@@ -68,7 +68,7 @@ impl HostKeyCheck {
         let (host, address, known_hosts) = (
             self.host.clone(),
             self.address.clone(),
-            self.known_hosts.clone(),
+            self.known_hosts.clone().into_boxed_path(),
         );
         let fingerprint = known_hosts::fingerprint(key);
         match verdict {
@@ -83,7 +83,7 @@ impl HostKeyCheck {
                 address,
                 known_hosts,
                 fingerprint,
-                lines,
+                lines: lines.into(),
             },
             Verdict::Known | Verdict::Unknown => SshError::UnknownHostKey {
                 line: known_hosts::entry_line(&self.address, self.port, key),

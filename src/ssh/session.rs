@@ -199,7 +199,7 @@ impl<'a> Exec<'a> {
         .map_err(|source| SshError::Protocol {
             host: host.to_string(),
             step: Step::ChannelOpen,
-            source,
+            source: source.into(),
         })?;
         let (mut reader, writer) = channel.split();
         let guard = CloseOnDrop(Some(writer));
@@ -210,7 +210,7 @@ impl<'a> Exec<'a> {
             .map_err(|source| SshError::Protocol {
                 host: host.to_string(),
                 step: Step::ChannelOpen,
-                source,
+                source: source.into(),
             })?;
 
         let stdin_bytes = Arc::new(AtomicU64::new(0));
@@ -244,7 +244,7 @@ impl<'a> Exec<'a> {
             ReceiveError::Refused => SshError::Protocol {
                 host: host.to_string(),
                 step: Step::ChannelOpen,
-                source: russh::Error::RequestDenied,
+                source: russh::Error::RequestDenied.into(),
             },
         })?;
         if let Some(Err(SendError::Stdin(source))) =
