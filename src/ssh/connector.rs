@@ -322,11 +322,24 @@ impl Connector {
         Ok(handle)
     }
 
+    /// The configured cipher names that russh supports, in order (others are skipped).
+    fn ciphers(&self) -> std::borrow::Cow<'static, [russh::cipher::Name]> {
+        let chosen: Vec<russh::cipher::Name> = (self.inner.options.ciphers.iter())
+            .filter_map(|wanted| russh::cipher::Name::try_from(wanted.as_str()).ok())
+            .collect();
+        if chosen.is_empty() {
+            russh::Preferred::DEFAULT.cipher
+        } else {
+            chosen.into()
+        }
+    }
+
     fn client_config(&self, preferred_keys: Vec<russh::keys::Algorithm>) -> client::Config {
         let keepalive = self.inner.options.keepalive_interval;
         client::Config {
             preferred: russh::Preferred {
                 key: preferred_keys.into(),
+                cipher: self.ciphers(),
                 ..russh::Preferred::DEFAULT
             },
             keepalive_interval: Some(keepalive),

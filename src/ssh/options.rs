@@ -34,7 +34,18 @@ pub struct ConnectOptions {
     pub agent_socket: Option<PathBuf>,
     /// Where the default keys id_ed25519, id_ecdsa, id_rsa are looked for (default: ~/.ssh).
     pub default_key_dir: Option<PathBuf>,
+    /// Ciphers to offer, most preferred first, by SSH name (e.g. `aes256-gcm@openssh.com`).
+    pub ciphers: Vec<String>,
 }
+
+/// Cipher preference: see README "SSH transport" for the measurement behind the order.
+pub const DEFAULT_CIPHERS: [&str; 5] = [
+    "chacha20-poly1305@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+];
 
 /// Connections per bastion by default: see README "SSH transport" for the measurement.
 pub const DEFAULT_BASTION_CONNECTIONS: usize = 2;
@@ -56,6 +67,7 @@ impl Default for ConnectOptions {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
             default_key_dir: dirs::home_dir().map(|home| home.join(".ssh")),
+            ciphers: DEFAULT_CIPHERS.iter().map(|c| c.to_string()).collect(),
         }
     }
 }
