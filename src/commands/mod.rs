@@ -1,6 +1,7 @@
 //! The edges: one module per subcommand. Library errors get their user-facing context here.
 
 mod inventory;
+mod ping;
 
 use std::process::ExitCode;
 
@@ -19,7 +20,7 @@ pub struct UsageError(pub String);
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Inventory(args) => inventory::run(&cli.global, &args),
-        Command::Ping(_) => Err(not_built("ping")),
+        Command::Ping(args) => ping::run(&cli.global, &args).await,
         Command::Push(_) => Err(not_built("push")),
         Command::Cache(_) => Err(not_built("cache")),
     };

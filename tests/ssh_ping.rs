@@ -1,0 +1,95 @@
+//! `dropship ping` against the test bed: its output, JSON and exit code.
+
+mod ssh_support;
+
+use std::process::Command;
+
+use ssh_support::{Restart, Testbed};
+
+fn ping(tb: &Testbed, extra: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_dropship"))
+        .args([
+            "ping",
+            "-i",
+            tb.var("TESTBED_INVENTORY"),
+            "--connect-timeout",
+            "5",
+        ])
+        .args(extra)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        output.status.code().unwrap_or(-1),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
+#[test]
+fn every_node_answers_with_its_facts() {
+    let Some(tb) = Testbed::get() else { return };
+    let _shared = tb.lock(false);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("ping.json");
+    let (code, stdout, stderr) = ping(&tb, &["--json", json.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for node in tb.nodes() {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{node} ")))
+            .unwrap_or_else(|| panic!("{node}: {stdout}"));
+        assert!(
+            line.contains("  ok  ") && line.contains("root@") && line.contains("docker 20.10"),
+            "{line}"
+        );
+    }
+    assert!(stdout.contains("flatcar"), "{stdout}");
+    assert!(
+        stdout.contains("0 failed")
+            && stdout.contains("bastion bastion")
+            && stdout.contains("reachable"),
+        "{stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(
+        report["hosts"].as_array().unwrap().len(),
+        tb.nodes().len(),
+        "the bastion is not a target"
+    );
+    assert_eq!(report["bastions"][0]["reachable"], true);
+}
+
+#[test]
+fn a_node_with_sshd_stopped_fails_the_run_and_is_named() {
+    let Some(tb) = Testbed::get() else { return };
+    let _exclusive = tb.lock(true);
+    tb.server("stop", "node1", "sshd");
+    let _restart = Restart {
+        testbed: &tb,
+        host: "node1",
+        server: "sshd",
+    };
+    let (code, stdout, stderr) = ping(&tb, &[]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("node1  FAILED")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("node2  ok")),
+        "{stdout}"
+    );
+    assert!(stderr.contains("unreachable: node1"), "{stderr}");
+}
+
+#[test]
+fn the_limit_selects_hosts() {
+    let Some(tb) = Testbed::get() else { return };
+    let _shared = tb.lock(false);
+    let (code, stdout, stderr) = ping(&tb, &["-l", "node2", "--json", "-"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("1 host(s): 1 reachable"), "{stdout}");
+    assert!(!stdout.contains("node1"), "{stdout}");
+}
