@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod commands;
+pub mod image;
 pub mod inventory;
 pub mod logging;

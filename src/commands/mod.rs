@@ -38,8 +38,12 @@ fn not_built(what: &str) -> anyhow::Error {
 
 /// Bad input exits 2 (like Ansible's parser errors); everything else exits 1.
 fn exit_code_for(err: &anyhow::Error) -> u8 {
-    let bad_input = err.chain().any(|e| {
-        e.is::<UsageError>() || e.is::<crate::inventory::InventoryError>()
-    });
-    if bad_input { EXIT_BAD_INPUT } else { EXIT_FAILED }
+    let bad_input = err
+        .chain()
+        .any(|e| e.is::<UsageError>() || e.is::<crate::inventory::InventoryError>());
+    if bad_input {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_FAILED
+    }
 }

@@ -7,5 +7,8 @@ pub mod settings;
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error("{path}: {message}")]
-    Invalid { path: std::path::PathBuf, message: String },
+    Invalid {
+        path: std::path::PathBuf,
+        message: String,
+    },
 }

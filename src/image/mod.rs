@@ -1,0 +1,14 @@
+//! Images: references, the docker-archive format, the local cache, and the sources that fill it.
+
+pub mod archive;
+pub mod cache;
+pub mod compression;
+pub mod digest;
+pub mod reference;
+pub mod synth;
+
+pub use cache::{
+    ArchiveFormat, ArchivePlan, ArchiveReader, Cache, CacheError, ImageRecord, IngestReport,
+};
+pub use digest::{DiffId, Digest, ImageId};
+pub use reference::{ImageRef, RefError};
