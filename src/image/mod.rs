@@ -3,8 +3,11 @@
 pub mod archive;
 pub mod cache;
 pub mod compression;
+pub mod credentials;
 pub mod digest;
+pub mod localhost;
 pub mod reference;
+pub mod retry;
 pub mod synth;
 
 pub use cache::{

@@ -152,7 +152,7 @@ impl Cache {
         }
         let (mut layers, mut omitted, mut saved_bytes) = (Vec::new(), Vec::new(), 0);
         for diff_id in layer_order {
-            let info = self.layer_info(&diff_id)?;
+            let info = self.layer(&diff_id)?;
             if omit.contains(&diff_id) {
                 omitted.push(diff_id);
                 saved_bytes += info.compressed_size;
@@ -294,7 +294,8 @@ impl Cache {
         })
     }
 
-    pub(super) fn layer_info(&self, diff_id: &DiffId) -> Result<LayerInfo, CacheError> {
+    /// A cached layer's sizes and checksum (from its trailer).
+    pub fn layer(&self, diff_id: &DiffId) -> Result<LayerInfo, CacheError> {
         let path = self.layer_path(diff_id);
         if !path.exists() {
             return Err(CacheError::Missing {

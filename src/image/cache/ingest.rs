@@ -190,17 +190,13 @@ impl Cache {
     }
 
     /// Write the record; tags it carries are taken away from any other image (a tag names one
-    /// image, as in Docker), and tags the image already had are kept.
-    fn commit_record(&self, mut record: ImageRecord) -> Result<(), CacheError> {
+    /// image, as in Docker), and names the image already had are kept.
+    pub(super) fn commit_record(&self, mut record: ImageRecord) -> Result<(), CacheError> {
         let _index = self.inner.locks.index()?;
         for mut other in self.images()? {
             if other.id == record.id {
-                for tag in other.repo_tags.drain(..).rev() {
-                    if !record.repo_tags.contains(&tag) {
-                        record.repo_tags.insert(0, tag);
-                    }
-                }
-                record.repo_digests = other.repo_digests;
+                record.repo_tags = union(other.repo_tags, record.repo_tags);
+                record.repo_digests = union(other.repo_digests, record.repo_digests);
                 continue;
             }
             let before = other.repo_tags.len();
@@ -281,6 +277,16 @@ impl From<CacheError> for StreamError {
     fn from(e: CacheError) -> Self {
         StreamError::Cache(e)
     }
+}
+
+/// `first` followed by the names of `then` it lacks.
+fn union(mut first: Vec<String>, then: Vec<String>) -> Vec<String> {
+    for name in then {
+        if !first.contains(&name) {
+            first.push(name);
+        }
+    }
+    first
 }
 
 /// `./a/../b/c` → `b/c`: member paths as the archive's other members refer to them.

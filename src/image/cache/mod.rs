@@ -130,6 +130,12 @@ impl Cache {
             .join("dropship")
     }
 
+    /// The cache root: `--cache-dir`, else Kubespray's `download_cache_dir`, else the default.
+    pub fn resolve_dir(flag: Option<&Path>, download_cache_dir: Option<&Path>) -> PathBuf {
+        flag.or(download_cache_dir)
+            .map_or_else(Cache::default_dir, Path::to_path_buf)
+    }
+
     /// Open (creating if needed) the cache at `root`, compressing new layers at `zstd_level`.
     pub fn open(root: &Path, zstd_level: Option<i32>) -> Result<Cache, CacheError> {
         for sub in SUBDIRS {
@@ -232,22 +238,24 @@ impl Cache {
             && record.diff_ids.iter().all(|d| self.layer_path(d).is_file())
     }
 
-    /// Remember names an image was pulled by (e.g. `repo@sha256:...`), so they find it offline.
-    pub fn add_repo_digests(&self, id: &ImageId, names: &[String]) -> Result<(), CacheError> {
-        let _index = self.inner.locks.index()?;
+    /// Give a cached image more names: `repo_tags` move to it from any other image (as in
+    /// Docker), `repo_digests` (`repo@sha256:...`) let it be found by digest offline.
+    pub fn add_names(
+        &self,
+        id: &ImageId,
+        repo_tags: &[String],
+        repo_digests: &[String],
+    ) -> Result<(), CacheError> {
         let Some(mut record) = self.record(id)? else {
             return Ok(());
         };
-        let before = record.repo_digests.len();
-        for name in names {
-            if !record.repo_digests.contains(name) {
-                record.repo_digests.push(name.clone());
-            }
-        }
-        if record.repo_digests.len() == before {
+        let known = |have: &[String], names: &[String]| names.iter().all(|n| have.contains(n));
+        if known(&record.repo_tags, repo_tags) && known(&record.repo_digests, repo_digests) {
             return Ok(());
         }
-        self.write_record(&record)
+        record.repo_tags.extend(repo_tags.iter().cloned());
+        record.repo_digests.extend(repo_digests.iter().cloned());
+        self.commit_record(record)
     }
 
     fn write_record(&self, record: &ImageRecord) -> Result<(), CacheError> {

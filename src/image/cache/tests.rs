@@ -162,7 +162,7 @@ fn omitted_layers_stay_in_the_manifest_and_their_bytes_are_saved() {
     let delta = cache.archive_plan(&ids, &HashSet::from([base])).unwrap();
     assert_eq!(delta.omitted, vec![base]);
     assert_eq!(delta.layers.len(), 2);
-    let base_info = cache.layer_info(&base).unwrap();
+    let base_info = cache.layer(&base).unwrap();
     assert_eq!(delta.saved_bytes, base_info.compressed_size);
     // The rest of the difference is the layer's tar header, compressed with its neighbours.
     let difference = full.compressed_bytes - delta.compressed_bytes;
