@@ -280,7 +280,7 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
     // Everything, through the CLI, into an empty daemon.
     let node1 = tb.node_host("node1");
     empty_daemon(&node1);
-    let export = Command::new(env!("CARGO_BIN_EXE_dropship"))
+    let mut export = Command::new(env!("CARGO_BIN_EXE_dropship"))
         .args(["cache", "export", "--zstd", "-o", "-", "--cache-dir"])
         .arg(cache.root())
         .args(&names)
