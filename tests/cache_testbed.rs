@@ -292,9 +292,10 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
             "-c",
             &format!("zstd -dc | DOCKER_HOST={node1} {DOCKER} load"),
         ])
-        .stdin(export.stdout.unwrap())
+        .stdin(export.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(export.wait().unwrap().success());
     assert!(
         load.status.success(),
         "{}",
