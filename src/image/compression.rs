@@ -18,6 +18,11 @@ pub fn zstd_level_for_gzip(gzip_level: u32) -> i32 {
     DEFAULT_ZSTD_LEVEL + 2 * (gzip_level - 1)
 }
 
+/// Whether `head` (the first bytes of some data) starts like gzip or zstd.
+pub fn is_compressed(head: &[u8]) -> bool {
+    head.starts_with(&GZIP_MAGIC) || head.starts_with(&ZSTD_MAGIC)
+}
+
 /// Wrap `input` so it reads the uncompressed bytes, whatever it was: gzip, zstd or plain.
 pub fn decompressing_reader<'a, R: Read + 'a>(input: R) -> io::Result<Box<dyn Read + 'a>> {
     let mut buffered = BufReader::with_capacity(1 << 16, input);

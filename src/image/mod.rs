@@ -12,6 +12,7 @@ pub mod synth;
 
 pub use cache::{
     ArchiveFormat, ArchivePlan, ArchiveReader, Cache, CacheError, ImageRecord, IngestReport,
+    layers_to_omit,
 };
 pub use digest::{DiffId, Digest, ImageId};
 pub use reference::{ImageRef, RefError};

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::layer::{self, LayerInfo, VerifyingReader};
-use super::{Cache, CacheError};
+use super::{Cache, CacheError, ImageRecord};
 use crate::image::archive::{self, END_OF_ARCHIVE, MANIFEST_PATH, ManifestEntry};
 use crate::image::digest::{DiffId, Digest, ImageId};
 
@@ -356,6 +356,29 @@ impl Cache {
     fn writer_error(&self, e: io::Error) -> CacheError {
         CacheError::Writer(e.to_string())
     }
+}
+
+/// The layers a node does not need in an archive of `images`, given the layer chains of the
+/// images it already holds (each `rootfs.diff_ids`, base first).
+///
+/// Docker skips a layer's file only when it has that layer's whole chain (the layer and every
+/// layer below it, in order), so a layer is left out only if, in every image of the archive
+/// that contains it, the chain up to it is a prefix of some chain the node holds.
+pub fn layers_to_omit(images: &[ImageRecord], node_chains: &[Vec<DiffId>]) -> HashSet<DiffId> {
+    let node_has_chain = |chain: &[DiffId]| node_chains.iter().any(|held| held.starts_with(chain));
+    let mut needed = HashSet::new();
+    let mut present = HashSet::new();
+    for image in images {
+        for (depth, diff_id) in image.diff_ids.iter().enumerate() {
+            if node_has_chain(&image.diff_ids[..=depth]) {
+                present.insert(*diff_id);
+            } else {
+                needed.insert(*diff_id);
+            }
+        }
+    }
+    present.retain(|diff_id| !needed.contains(diff_id));
+    present
 }
 
 enum Copy {

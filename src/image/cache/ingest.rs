@@ -18,12 +18,13 @@ use super::atomic::{self, TempFile};
 use super::layer::{self, LayerInfo, LayerWriter};
 use super::{Cache, CacheError, ImageRecord};
 use crate::image::archive::{ImageConfig, MANIFEST_PATH, ManifestEntry};
-use crate::image::compression::decompressing_reader;
+use crate::image::compression::{decompressing_reader, is_compressed};
 use crate::image::digest::{Digest, ImageId};
 
 /// JSON members larger than this are not configs or manifests.
 const MAX_JSON: u64 = 16 << 20;
-/// A tar needs at least its two end blocks; smaller non-JSON members (VERSION) are skipped.
+/// A tar needs at least its two end blocks; smaller members (VERSION) are skipped unless they
+/// are compressed (a gzip layer blob of an OCI archive can be tiny).
 const MIN_LAYER: u64 = 1024;
 const COPY_BUFFER: usize = 1 << 20;
 
@@ -153,7 +154,7 @@ impl Cache {
             if matches!(head.first(), Some(b'{' | b'[')) && size <= MAX_JSON {
                 entry.read_to_end(&mut head)?;
                 collected.json.insert(path, head);
-            } else if size >= MIN_LAYER {
+            } else if size >= MIN_LAYER || is_compressed(&head) {
                 let info = self.store_layer(io::Cursor::new(head).chain(entry), report)?;
                 collected.layers.insert(path, info);
             }

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-pub use export::{ArchiveFormat, ArchivePlan, ArchiveReader};
+pub use export::{ArchiveFormat, ArchivePlan, ArchiveReader, layers_to_omit};
 pub use ingest::{IngestReport, IngestedImage};
 pub use layer::LayerInfo;
 pub use maintenance::{PruneReport, VerifyReport};

@@ -350,3 +350,72 @@ async fn archive_reader_streams_and_reports_failures_as_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn only_layers_whose_whole_chain_the_node_holds_are_omitted() {
+    let [a, b, c, d] = [1, 2, 3, 4].map(|seed| layer(seed).diff_id());
+    let record = |diff_ids: Vec<DiffId>| ImageRecord {
+        id: Digest::of(format!("{diff_ids:?}").as_bytes()),
+        repo_tags: vec![],
+        repo_digests: vec![],
+        diff_ids,
+    };
+    // The node holds a ← b. Image 1 is a ← b ← c, image 2 is d ← b (b on another chain).
+    let node = vec![vec![a, b]];
+    assert_eq!(
+        layers_to_omit(&[record(vec![a, b, c])], &node),
+        HashSet::from([a, b])
+    );
+    assert_eq!(
+        layers_to_omit(&[record(vec![a, b, c]), record(vec![d, b])], &node),
+        HashSet::from([a])
+    );
+    assert!(layers_to_omit(&[record(vec![b, a])], &node).is_empty());
+}
+
+#[test]
+fn symlinked_layers_of_docker_save_are_followed() {
+    // docker save writes a layer once and symlinks other occurrences to it.
+    let mut layer_tar = Vec::new();
+    layer(9).write_tar(&mut layer_tar).unwrap();
+    let diff_id = Digest::of(&layer_tar);
+    let configs: Vec<Vec<u8>> = (0..2)
+        .map(|n| {
+            serde_json::to_vec(
+                &serde_json::json!({"n": n, "rootfs": {"type": "layers", "diff_ids": [diff_id]}}),
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut builder = tar::Builder::new(Vec::new());
+    let file = |builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, path, data).unwrap();
+    };
+    file(&mut builder, "aaa/layer.tar", &layer_tar);
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    builder
+        .append_link(&mut link, "bbb/layer.tar", "../aaa/layer.tar")
+        .unwrap();
+    let mut manifest = Vec::new();
+    for (n, (config, dir)) in configs.iter().zip(["aaa", "bbb"]).enumerate() {
+        let name = format!("{}.json", Digest::of(config).hex());
+        file(&mut builder, &name, config);
+        manifest.push(serde_json::json!({"Config": name, "RepoTags": [format!("img{n}:1")], "Layers": [format!("{dir}/layer.tar")]}));
+    }
+    file(
+        &mut builder,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    let bytes = builder.into_inner().unwrap();
+    let (_dir, cache) = cache();
+    let report = cache.ingest(&bytes[..], "symlinks").unwrap();
+    assert_eq!((report.images.len(), report.layers_stored), (2, 1));
+    assert!(cache.is_complete(&cache.require("img1:1").unwrap().id));
+}
