@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod commands;
 pub mod facts;
+pub mod image;
 pub mod inventory;
 pub mod logging;
 pub mod push;

@@ -1,5 +1,6 @@
 //! The edges: one module per subcommand. Library errors get their user-facing context here.
 
+mod cache;
 mod inventory;
 mod ping;
 
@@ -22,7 +23,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Inventory(args) => inventory::run(&cli.global, &args),
         Command::Ping(args) => ping::run(&cli.global, &args).await,
         Command::Push(_) => Err(not_built("push")),
-        Command::Cache(_) => Err(not_built("cache")),
+        Command::Cache(command) => cache::run(&command),
     };
     match result {
         Ok(code) => code,
@@ -39,9 +40,15 @@ fn not_built(what: &str) -> anyhow::Error {
 
 /// Bad input exits 2 (like Ansible's parser errors); everything else exits 1.
 fn exit_code_for(err: &anyhow::Error) -> u8 {
-    let bad_input = err
-        .chain()
-        .any(|e| e.is::<UsageError>() || e.is::<crate::inventory::InventoryError>());
+    let bad_input = err.chain().any(|e| {
+        e.is::<UsageError>()
+            || e.is::<crate::inventory::InventoryError>()
+            || e.is::<crate::image::RefError>()
+            || matches!(
+                e.downcast_ref(),
+                Some(crate::image::CacheError::Reference(_))
+            )
+    });
     if bad_input {
         EXIT_BAD_INPUT
     } else {
