@@ -76,6 +76,8 @@ impl HostReport {
 pub struct RunReport {
     /// True for `--check`: nothing was sent, figures say what would have been.
     pub check: bool,
+    /// True when Ctrl-C stopped the run; unfinished hosts are reported as failed.
+    pub interrupted: bool,
     pub hosts: Vec<HostReport>,
 }
 
@@ -187,6 +189,7 @@ mod tests {
         use ImageAction::*;
         RunReport {
             check: false,
+            interrupted: false,
             hosts: vec![
                 host("node1", HostStatus::Loaded, &[Loaded, Present]),
                 host("node2", HostStatus::UpToDate, &[Present, Present]),

@@ -3,6 +3,7 @@
 mod cache;
 mod inventory;
 mod ping;
+mod push;
 
 use std::process::ExitCode;
 
@@ -22,7 +23,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Inventory(args) => inventory::run(&cli.global, &args),
         Command::Ping(args) => ping::run(&cli.global, &args).await,
-        Command::Push(_) => Err(not_built("push")),
+        Command::Push(args) => push::run(&cli.global, &args).await,
         Command::Cache(command) => cache::run(&command),
     };
     match result {
@@ -32,10 +33,6 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::from(exit_code_for(&err))
         }
     }
-}
-
-fn not_built(what: &str) -> anyhow::Error {
-    UsageError(format!("`dropship {what}` is not built yet")).into()
 }
 
 /// Bad input exits 2 (like Ansible's parser errors); everything else exits 1.
@@ -54,4 +51,19 @@ fn exit_code_for(err: &anyhow::Error) -> u8 {
     } else {
         EXIT_FAILED
     }
+}
+
+/// Write `value` as pretty JSON to `path` ("-" for stdout); a file is written under a temporary
+/// name and renamed, so a reader never sees half of it.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    if path.as_os_str() == "-" {
+        print!("{text}");
+        return Ok(());
+    }
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&temp, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))
 }

@@ -1,10 +1,9 @@
 //! `dropship ping`: reach every host of the limit (through its bastion) and show its facts.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -15,18 +14,11 @@ use crate::inventory::connection::{self, HostConnection, JumpHost};
 use crate::inventory::settings::DownloadSettings;
 use crate::ssh::{ConnectOptions, Connector};
 
-use super::UsageError;
+use super::{UsageError, write_json};
 
 pub async fn run(global: &GlobalArgs, args: &PingArgs) -> anyhow::Result<ExitCode> {
     let inventory = Inventory::load(&global.inventory)?;
-    let names = inventory.select(global.limit.as_deref().unwrap_or("all"))?;
-    let bastion = connection::bastion_host(&inventory);
-    let hosts = names
-        .iter()
-        .filter(|name| Some(*name) != bastion.as_ref())
-        .map(|name| connection::resolve(&inventory, name))
-        .filter(|resolved| !resolved.as_ref().is_ok_and(|host| host.local))
-        .collect::<Result<Vec<_>, _>>()?;
+    let hosts = connection::targets(&inventory, global.limit.as_deref().unwrap_or("all"))?;
     let local_release_dir = DownloadSettings::from_inventory(&inventory)?.local_release_dir;
     let options = ConnectOptions::from_args(&args.connect).map_err(UsageError)?;
     let report = ping(
@@ -209,15 +201,6 @@ fn human_bytes(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1}{}", UNITS[unit])
-}
-
-fn write_json(path: &PathBuf, report: &PingReport) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(report)? + "\n";
-    if path.as_os_str() == "-" {
-        print!("{text}");
-        return Ok(());
-    }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ pub mod credentials;
 pub mod digest;
 pub mod localhost;
 pub mod reference;
-pub mod retry;
+pub mod remote;
+pub mod source;
 pub mod synth;
 
 pub use cache::{
