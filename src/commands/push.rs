@@ -83,7 +83,7 @@ async fn fetch(
     let report = match &plan.delegate {
         Delegate::Localhost => {
             let daemon = LocalDaemon::connect()?.with_platform(args.platform.clone());
-            source::fetch(&daemon, cache, &plan.images, retry, seed).await?
+            source::fetch(&daemon, cache, &plan.images, plan.pull, retry, seed).await?
         }
         Delegate::Host(host) => {
             let session = connector
@@ -91,7 +91,7 @@ async fn fetch(
                 .await
                 .with_context(|| format!("reaching the download delegate {}", host.name))?;
             let daemon = RemoteDaemon::new(&session, host.become_.as_ref(), args.platform.clone());
-            let report = source::fetch(&daemon, cache, &plan.images, retry, seed).await;
+            let report = source::fetch(&daemon, cache, &plan.images, plan.pull, retry, seed).await;
             session.close().await;
             report?
         }

@@ -122,16 +122,27 @@ pub struct FetchedImage {
     pub saved: bool,
 }
 
-/// Pull every image on `daemon`, then save the ones the cache lacks with one `docker save`.
+/// When to pull an image the delegate already holds (Kubespray's `download_always_pull`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull only what the delegate lacks: a warm run contacts no registry.
+    IfMissing,
+    /// Pull every time, to notice a tag that moved in the registry.
+    Always,
+}
+
+/// Pull every image on `daemon` (as `pull` says), then save the ones the cache lacks with
+/// one `docker save`.
 pub async fn fetch(
     daemon: &impl Daemon,
     cache: &Cache,
     references: &[ImageRef],
-    policy: RetryPolicy,
+    pull: PullPolicy,
+    retry: RetryPolicy,
     seed: Option<u64>,
 ) -> Result<FetchReport, SourceError> {
     let inspected: Vec<Inspected> = futures::stream::iter(references)
-        .map(|reference| pull_and_inspect(daemon, reference, policy, seed))
+        .map(|reference| pull_and_inspect(daemon, reference, pull, retry, seed))
         .buffered(PARALLEL_PULLS)
         .try_collect()
         .await?;
@@ -175,9 +186,16 @@ pub async fn fetch(
 async fn pull_and_inspect(
     daemon: &impl Daemon,
     reference: &ImageRef,
+    pull: PullPolicy,
     policy: RetryPolicy,
     seed: Option<u64>,
 ) -> Result<Inspected, SourceError> {
+    if pull == PullPolicy::IfMissing {
+        if let Ok(held) = daemon.inspect(reference).await {
+            tracing::debug!("{reference}: {} already holds it, not pulling", daemon.name());
+            return Ok(held);
+        }
+    }
     let mut jitter = Jitter::new(seed, &reference.to_string());
     let warn = |attempt, e: &SourceError, delay: std::time::Duration| {
         tracing::warn!(

@@ -15,6 +15,8 @@ pub struct DownloadSettings {
     pub localhost: bool,
     /// `download_force_cache` (default false).
     pub force_cache: bool,
+    /// `download_always_pull` (default false): pull even when the delegate holds the image.
+    pub always_pull: bool,
     /// `download_cache_dir` (default /tmp/kubespray_cache); `None` when the inventory does not set it.
     pub cache_dir: Option<PathBuf>,
     /// `download_keep_remote_cache` (default false).
@@ -38,6 +40,7 @@ impl Default for DownloadSettings {
             run_once: false,
             localhost: false,
             force_cache: false,
+            always_pull: false,
             cache_dir: None,
             keep_remote_cache: false,
             compress: 1,
@@ -77,6 +80,9 @@ impl DownloadSettings {
             force_cache: vars
                 .bool("download_force_cache")?
                 .unwrap_or(defaults.force_cache),
+            always_pull: vars
+                .bool("download_always_pull")?
+                .unwrap_or(defaults.always_pull),
             cache_dir: vars.string("download_cache_dir")?.map(PathBuf::from),
             keep_remote_cache: vars
                 .bool("download_keep_remote_cache")?

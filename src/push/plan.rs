@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::node::{PushSettings, Target};
 use crate::cli::PushArgs;
 use crate::image::compression::zstd_level_for_gzip;
+use crate::image::source::PullPolicy;
 use crate::image::{Cache, ImageRef, RefError};
 use crate::inventory::connection::{self, HostConnection};
 use crate::inventory::settings::{DownloadSettings, ansible_bool, images_from_inventory};
@@ -28,6 +29,7 @@ pub struct Plan {
     pub delegate: Delegate,
     pub images: Vec<ImageRef>,
     pub settings: PushSettings,
+    pub pull: PullPolicy,
     pub cache_dir: PathBuf,
     pub zstd_level: i32,
 }
@@ -101,6 +103,11 @@ pub fn build(
             local_release_dir: download.local_release_dir.clone(),
             delta: !args.no_delta,
             check: args.check,
+        },
+        pull: if download.always_pull {
+            PullPolicy::Always
+        } else {
+            PullPolicy::IfMissing
         },
         cache_dir: Cache::resolve_dir(
             args.cache.cache_dir.as_deref(),
