@@ -79,6 +79,37 @@ fn every_node_through_one_bastion_connection() {
     });
 }
 
+/// More tunnels than OpenSSH's MaxSessions (10) and MaxStartups (10) over one bastion
+/// connection: direct-tcpip channels are not sessions, and handshakes are rate-limited.
+#[test]
+fn thirty_sessions_at_once_over_one_bastion_connection() {
+    let Some(tb) = Testbed::get() else { return };
+    let _shared = tb.lock(false);
+    runtime().block_on(async {
+        let connector = Connector::new(ConnectOptions {
+            bastion_connections: 1,
+            ..tb.options()
+        });
+        let nodes = tb.nodes();
+        let sessions = (0..30).map(|i| {
+            let host = tb.host(&nodes[i % nodes.len()]);
+            let connector = connector.clone();
+            async move {
+                let session = connector.connect(&host).await?;
+                let sleep = RemoteCommand::new(["sleep", "0.5"]);
+                session
+                    .exec(&sleep)
+                    .run()
+                    .await?
+                    .check(session.host(), &sleep)
+            }
+        });
+        for result in futures::future::join_all(sessions).await {
+            result.unwrap();
+        }
+    });
+}
+
 #[test]
 fn exit_codes_signals_and_stderr_come_back() {
     let Some(tb) = Testbed::get() else { return };
