@@ -93,3 +93,38 @@ fn the_limit_selects_hosts() {
     assert!(stdout.contains("1 host(s): 1 reachable"), "{stdout}");
     assert!(!stdout.contains("node1"), "{stdout}");
 }
+
+#[test]
+fn accept_new_learns_an_unknown_node_once() {
+    let Some(tb) = Testbed::get() else { return };
+    let _shared = tb.lock(false);
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    let bastion = tb.var("TESTBED_BASTION");
+    let bastion_line = std::fs::read_to_string(tb.known_hosts())
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(&format!("{bastion} ")))
+        .unwrap()
+        .to_string();
+    std::fs::write(&known_hosts, format!("{bastion_line}\n")).unwrap();
+    let file = known_hosts.to_str().unwrap();
+    let (code, stdout, stderr) = ping(&tb, &["-l", "node1", "--known-hosts", file]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let node1 = tb.node_addr("node1");
+    assert!(
+        stdout.contains("is not known") && stdout.contains(&format!("{node1} ssh-ed25519 ")),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = ping(&tb, &["-l", "node1", "--known-hosts", file, "--accept-new"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let learned = std::fs::read_to_string(&known_hosts).unwrap();
+    assert_eq!(
+        learned
+            .lines()
+            .filter(|l| l.starts_with(&format!("{node1} ")))
+            .count(),
+        1,
+        "{learned}"
+    );
+}
