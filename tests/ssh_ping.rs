@@ -85,6 +85,37 @@ fn a_node_with_sshd_stopped_fails_the_run_and_is_named() {
 }
 
 #[test]
+fn a_dead_bastion_fails_every_host_at_once_naming_it() {
+    let Some(tb) = Testbed::get() else { return };
+    let _exclusive = tb.lock(true);
+    let _back = ssh_support::stop_bastion_sshd(&tb);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = ping(&tb, &[]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "within the 5 s timeout"
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    for node in tb.nodes() {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{node} ")))
+            .unwrap();
+        assert!(
+            line.contains("FAILED")
+                && line.contains("through bastion bastion")
+                && line.contains("refused"),
+            "{line}"
+        );
+    }
+    assert!(
+        stdout.contains("bastion bastion (") && stdout.contains("UNREACHABLE"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn the_limit_selects_hosts() {
     let Some(tb) = Testbed::get() else { return };
     let _shared = tb.lock(false);
