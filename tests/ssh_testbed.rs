@@ -79,6 +79,37 @@ fn every_node_through_one_bastion_connection() {
     });
 }
 
+/// More tunnels than OpenSSH's MaxSessions (10) and MaxStartups (10) over one bastion
+/// connection: direct-tcpip channels are not sessions, and handshakes are rate-limited.
+#[test]
+fn thirty_sessions_at_once_over_one_bastion_connection() {
+    let Some(tb) = Testbed::get() else { return };
+    let _shared = tb.lock(false);
+    runtime().block_on(async {
+        let connector = Connector::new(ConnectOptions {
+            bastion_connections: 1,
+            ..tb.options()
+        });
+        let nodes = tb.nodes();
+        let sessions = (0..30).map(|i| {
+            let host = tb.host(&nodes[i % nodes.len()]);
+            let connector = connector.clone();
+            async move {
+                let session = connector.connect(&host).await?;
+                let sleep = RemoteCommand::new(["sleep", "0.5"]);
+                session
+                    .exec(&sleep)
+                    .run()
+                    .await?
+                    .check(session.host(), &sleep)
+            }
+        });
+        for result in futures::future::join_all(sessions).await {
+            result.unwrap();
+        }
+    });
+}
+
 #[test]
 fn exit_codes_signals_and_stderr_come_back() {
     let Some(tb) = Testbed::get() else { return };
@@ -142,6 +173,78 @@ fn dropping_a_running_command_closes_its_channel() {
                 .await
                 .is_err()
         );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let check = RemoteCommand::shell(format!(
+            "ps -eo args | grep -v grep | grep -c {marker} || true"
+        ));
+        let left = session.exec(&check).run().await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&left.stdout).trim(),
+            "0",
+            "the remote command ended"
+        );
+    });
+}
+
+#[test]
+fn stdout_streams_into_a_writer_and_capture_is_bounded() {
+    let Some(tb) = Testbed::get() else { return };
+    let _shared = tb.lock(false);
+    runtime().block_on(async {
+        let connector = Connector::new(tb.options());
+        let session = connector.connect(&tb.host("node1")).await.unwrap();
+        let big = RemoteCommand::shell("head -c 20000000 /dev/zero");
+        let mut sink = std::io::Cursor::new(Vec::new());
+        let streamed = session.exec(&big).stdout_to(&mut sink).run().await.unwrap();
+        assert_eq!(
+            (streamed.stdout_bytes, streamed.stdout.len()),
+            (20_000_000, 0)
+        );
+        assert_eq!(sink.into_inner().len(), 20_000_000);
+        let error = session
+            .exec(&big)
+            .capture_limit(1_000_000)
+            .run()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SshError::OutputTooLarge {
+                    limit: 1_000_000,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    });
+}
+
+#[test]
+fn a_failing_stdin_source_ends_the_command_with_an_error() {
+    let Some(tb) = Testbed::get() else { return };
+    let _shared = tb.lock(false);
+    runtime().block_on(async {
+        let connector = Connector::new(tb.options());
+        let session = connector.connect(&tb.host("node1")).await.unwrap();
+        let marker = format!("dropship-stdin-error-{}", std::process::id());
+        let waiting = RemoteCommand::shell(format!("cat >/dev/null; : {marker}"));
+        let chunks: Vec<std::io::Result<bytes::Bytes>> = vec![
+            Ok(bytes::Bytes::from_static(b"partial")),
+            Err(std::io::Error::other("cache file vanished")),
+        ];
+        let source = tokio_util::io::StreamReader::new(futures::stream::iter(chunks));
+        let run = session.exec(&waiting).stdin(source).run();
+        let error = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("no hang")
+            .unwrap_err();
+        assert!(
+            matches!(error, SshError::Stdin { .. })
+                && error.to_string().contains("cache file vanished"),
+            "{error}"
+        );
+        assert!(!error.is_transient());
         tokio::time::sleep(Duration::from_millis(500)).await;
         let check = RemoteCommand::shell(format!(
             "ps -eo args | grep -v grep | grep -c {marker} || true"

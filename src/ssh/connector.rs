@@ -39,8 +39,13 @@ struct Endpoint {
 }
 
 impl Endpoint {
+    /// `address:port`, IPv6 in brackets, as `TcpStream::connect` and messages want it.
     fn target(&self) -> String {
-        format!("{}:{}", self.check.address, self.check.port)
+        if self.check.address.contains(':') {
+            format!("[{}]:{}", self.check.address, self.check.port)
+        } else {
+            format!("{}:{}", self.check.address, self.check.port)
+        }
     }
 }
 

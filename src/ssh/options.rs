@@ -38,10 +38,13 @@ pub struct ConnectOptions {
     pub ciphers: Vec<String>,
 }
 
-/// Cipher preference: see README "SSH transport" for the measurement behind the order.
-pub const DEFAULT_CIPHERS: [&str; 5] = [
-    "chacha20-poly1305@openssh.com",
+/// Cipher preference. AES-GCM first: with AES instructions (x86-64 AES-NI, ARMv8 crypto) it
+/// ran 1.1–1.8× faster than chacha20-poly1305 here (README "SSH transport"); OpenSSH servers
+/// accept all of these by default.
+pub const DEFAULT_CIPHERS: [&str; 6] = [
     "aes256-gcm@openssh.com",
+    "aes128-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
     "aes256-ctr",
     "aes192-ctr",
     "aes128-ctr",

@@ -218,18 +218,20 @@ impl<'a> Exec<'a> {
         let receive = receive(&mut reader, stdout, capture_limit);
         let mut send = pin!(send);
         let mut receive = pin!(receive);
-        let mut send_result: Option<Result<(), std::io::Error>> = None;
+        let mut sending = true;
+        let display = || command.display_name();
         // Stop sending as soon as the channel closes: a command that exits early (a failed
         // `docker load`) must not leave us waiting for window space that never comes.
+        // On any error return, `guard` closes the channel, which ends the remote command.
         let received = loop {
             tokio::select! {
                 received = &mut receive => break received,
-                sent = &mut send, if send_result.is_none() => send_result = Some(sent),
+                sent = &mut send, if sending => match sent {
+                    Ok(()) => sending = false,
+                    Err(source) => return Err(SshError::Stdin { host: host.to_string(), command: display(), source }),
+                },
             }
         };
-        let mut guard = guard;
-        guard.0 = None; // the channel is closed: nothing to close on drop
-        let display = || command.display_name();
         let received = received.map_err(|e| match e {
             ReceiveError::Stdout(source) => SshError::Stdout {
                 host: host.to_string(),
@@ -247,15 +249,8 @@ impl<'a> Exec<'a> {
                 source: russh::Error::RequestDenied.into(),
             },
         })?;
-        if let Some(Err(SendError::Stdin(source))) =
-            send_result.map(|r| r.map_err(SendError::Stdin))
-        {
-            return Err(SshError::Stdin {
-                host: host.to_string(),
-                command: display(),
-                source,
-            });
-        }
+        let mut guard = guard;
+        guard.0 = None; // the server closed the channel: nothing left to close
         let status = received.status.ok_or_else(|| SshError::ConnectionLost {
             host: host.to_string(),
             command: display(),
@@ -283,10 +278,6 @@ impl Drop for CloseOnDrop {
             });
         }
     }
-}
-
-enum SendError {
-    Stdin(std::io::Error),
 }
 
 /// Copy stdin to the channel in packet-sized chunks, counting, then send EOF.

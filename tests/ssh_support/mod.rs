@@ -137,6 +137,31 @@ impl Testbed {
     }
 }
 
+/// Stop the bastion's sshd (the test bed has no `stop bastion sshd`): kill the listener by
+/// its pid file; [`BastionBack`] brings it back with an idempotent `up`.
+pub fn stop_bastion_sshd(testbed: &Testbed) -> BastionBack<'_> {
+    let pidfile = Path::new(testbed.var("TESTBED_STATE")).join("run/bastion-sshd.pid");
+    let pid = std::fs::read_to_string(pidfile).unwrap();
+    let pid = pid.split_whitespace().next().unwrap();
+    assert!(Command::new("kill").arg(pid).status().unwrap().success());
+    BastionBack { testbed }
+}
+
+pub struct BastionBack<'a> {
+    testbed: &'a Testbed,
+}
+
+impl Drop for BastionBack<'_> {
+    fn drop(&mut self) {
+        let nodes = self.testbed.nodes().len().to_string();
+        let status = Command::new(repo().join("scripts/testbed.sh"))
+            .args(["up", &nodes])
+            .status()
+            .unwrap();
+        assert!(status.success(), "testbed.sh up {nodes} failed");
+    }
+}
+
 /// Starts a stopped server again when dropped, also when the test panics.
 pub struct Restart<'a> {
     pub testbed: &'a Testbed,
