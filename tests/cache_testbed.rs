@@ -131,11 +131,18 @@ fn image_id(host: &str, name: &str) -> Option<String> {
 async fn load_on(
     host: &str,
     mut archive: impl tokio::io::AsyncRead + Unpin,
+    format: ArchiveFormat,
 ) -> (Option<std::io::Error>, bool) {
+    // docker load reads plain and gzip tars itself, zstd only through zstd -dc.
+    let decompress = if format == ArchiveFormat::Zstd {
+        "zstd -dc |"
+    } else {
+        ""
+    };
     let mut child = Command::new("sh")
         .args([
             "-c",
-            &format!("zstd -dc | DOCKER_HOST={host} {DOCKER} load"),
+            &format!("{decompress} DOCKER_HOST={host} {DOCKER} load"),
         ])
         .stdin(Stdio::piped())
         .spawn()
@@ -313,7 +320,12 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
     let node2 = tb.node_host("node2");
     empty_daemon(&node2);
     let first = cache.archive_plan(&ids[..1], &HashSet::new()).unwrap();
-    let (err, ok) = load_on(&node2, cache.archive_reader(first, ArchiveFormat::Zstd)).await;
+    let (err, ok) = load_on(
+        &node2,
+        cache.archive_reader(first, ArchiveFormat::Zstd),
+        ArchiveFormat::Zstd,
+    )
+    .await;
     assert!(err.is_none() && ok);
     let present: HashSet<_> = cache
         .record(&ids[0])
@@ -326,7 +338,12 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
     let full = cache.archive_plan(&ids[1..], &HashSet::new()).unwrap();
     assert!(!delta.omitted.is_empty(), "the images share a base layer");
     assert!(delta.compressed_bytes + delta.saved_bytes <= full.compressed_bytes + 1024);
-    let (err, ok) = load_on(&node2, cache.archive_reader(delta, ArchiveFormat::Zstd)).await;
+    let (err, ok) = load_on(
+        &node2,
+        cache.archive_reader(delta, ArchiveFormat::Zstd),
+        ArchiveFormat::Zstd,
+    )
+    .await;
     assert!(
         err.is_none() && ok,
         "docker load of the delta archive failed"
@@ -337,6 +354,24 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
             Some(id.to_string().as_str()),
             "{name}"
         );
+    }
+
+    // Nodes without zstd get plain tar or gzip, layers decompressed on the fly.
+    for format in [ArchiveFormat::Gzip, ArchiveFormat::Tar] {
+        empty_daemon(&node1);
+        let plan = cache.archive_plan(&ids, &HashSet::new()).unwrap();
+        let (err, ok) = load_on(&node1, cache.archive_reader(plan, format), format).await;
+        assert!(
+            err.is_none() && ok,
+            "docker load of the {format:?} archive failed"
+        );
+        for (name, id) in names.iter().zip(&ids) {
+            assert_eq!(
+                image_id(&node1, name).as_deref(),
+                Some(id.to_string().as_str()),
+                "{format:?} {name}"
+            );
+        }
     }
 }
 
@@ -358,7 +393,12 @@ async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
     let node3 = tb.node_host("node3");
     empty_daemon(&node3);
     let plan = cache.archive_plan(&ids[..1], &HashSet::new()).unwrap();
-    let (err, ok) = load_on(&node3, cache.archive_reader(plan, ArchiveFormat::Zstd)).await;
+    let (err, ok) = load_on(
+        &node3,
+        cache.archive_reader(plan, ArchiveFormat::Zstd),
+        ArchiveFormat::Zstd,
+    )
+    .await;
     let err = err.expect("the stream must fail");
     assert!(err.to_string().contains(&victim.to_string()), "{err}");
     assert!(!ok, "docker load must not succeed");

@@ -66,7 +66,7 @@ pub fn default_config_path() -> Option<PathBuf> {
     }
 }
 
-/// Credentials for `registry` (a host[:port] as in an image reference; `docker.io` for Docker
+/// Credentials for `registry` (a `host[:port]` as in an image reference; `docker.io` for Docker
 /// Hub), or `None` for anonymous pulls. A missing config file means anonymous.
 pub fn lookup(config_path: &Path, registry: &str) -> Result<Option<Credential>, CredentialError> {
     let text = match std::fs::read_to_string(config_path) {

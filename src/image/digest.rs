@@ -88,14 +88,6 @@ impl<T> Hashing<T> {
         }
     }
 
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
     /// The digest and count of everything seen so far, and the wrapped reader or writer.
     pub fn finish(self) -> (Digest, u64, T) {
         (

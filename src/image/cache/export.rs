@@ -192,7 +192,10 @@ impl Cache {
         out: impl Write,
     ) -> Result<u64, CacheError> {
         let _shared = self.inner.locks.shared()?;
-        let mut out = crate::image::digest::Hashing::new(out);
+        let mut out = Counting {
+            inner: out,
+            bytes: 0,
+        };
         match format {
             ArchiveFormat::Zstd => self.write_parts(plan, &mut out, true)?,
             ArchiveFormat::Tar => self.write_parts(plan, &mut out, false)?,
@@ -203,7 +206,7 @@ impl Cache {
             }
         }
         out.flush().map_err(|e| self.writer_error(e))?;
-        Ok(out.bytes())
+        Ok(out.bytes)
     }
 
     /// The archive as an `AsyncRead` (e.g. an SSH channel's stdin), produced on a blocking
@@ -397,6 +400,24 @@ fn copy_checked(mut from: impl Read, out: &mut impl Write) -> Result<(), Copy> {
             Err(e) => return Err(Copy::Read(e)),
         };
         out.write_all(&buf[..n]).map_err(Copy::Write)?;
+    }
+}
+
+/// Counts what is written (hashing the output would cost a sha256 per pushed byte).
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -90,9 +90,9 @@ pub struct ImageRecord {
 impl ImageRecord {
     /// Whether `wanted` names this image: an image ID (full or 12+ hex digits), a tag or a digest.
     pub fn answers_to(&self, wanted: &str) -> bool {
-        let hex = wanted.strip_prefix("sha256:").unwrap_or(wanted);
-        let is_id_prefix = hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-        if is_id_prefix && self.id.hex().starts_with(&hex.to_ascii_lowercase()) {
+        if let Some(hex) = id_prefix(wanted)
+            && self.id.hex().starts_with(&hex.to_ascii_lowercase())
+        {
             return true;
         }
         match ImageRef::parse(wanted) {
@@ -104,6 +104,14 @@ impl ImageRecord {
             Err(_) => false,
         }
     }
+}
+
+/// The hex digits of `wanted` when it looks like an image ID (12 or more hex digits, with or
+/// without `sha256:`), as `docker` accepts them.
+fn id_prefix(wanted: &str) -> Option<&str> {
+    let hex = wanted.strip_prefix("sha256:").unwrap_or(wanted);
+    (hex.len() >= 12 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some(hex)
 }
 
 /// A handle on a cache directory; cheap to clone and share between tasks.
@@ -211,7 +219,11 @@ impl Cache {
     }
 
     /// The cached image a reference (tag, digest or ID) names, if any.
+    /// A name that is neither an image ID nor a valid reference is an error.
     pub fn find(&self, wanted: &str) -> Result<Option<ImageRecord>, CacheError> {
+        if id_prefix(wanted).is_none() {
+            ImageRef::parse(wanted)?;
+        }
         Ok(self
             .images()?
             .into_iter()
