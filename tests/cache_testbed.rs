@@ -8,86 +8,45 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use dropship::image::localhost::{LocalDaemon, resolve_offline};
-use dropship::image::retry::{RetryPolicy, Sleeper};
+use common::{Testbed, TestbedLock};
+use dropship::image::localhost::LocalDaemon;
+use dropship::image::source::{self, FetchReport, PullPolicy, SourceError, resolve_offline};
+use dropship::retry::RetryPolicy;
 use dropship::image::{ArchiveFormat, Cache, CacheError, ImageId, ImageRef};
-use futures::future::BoxFuture;
 use tokio::io::AsyncReadExt;
+
+mod common;
 
 const DOCKER: &str = "/usr/bin/docker";
 
-/// What `scripts/testbed.sh env` prints, and the instance lock every test bed test holds.
-struct Testbed {
-    vars: std::collections::HashMap<String, String>,
-    _lock: std::fs::File,
+/// The test bed, locked for this test: `None` (after a loud notice) when it is not up.
+fn locked_testbed() -> Option<(Testbed, TestbedLock)> {
+    let tb = common::testbed()?;
+    let lock = tb.lock();
+    Some((tb, lock))
 }
 
-impl Testbed {
-    fn get() -> Option<Testbed> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed.sh");
-        let output = Command::new(&script)
-            .arg("env")
-            .output()
-            .expect("run scripts/testbed.sh env");
-        if !output.status.success() {
-            let why = String::from_utf8_lossy(&output.stderr);
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "NO TEST BED in CI: {why}"
-            );
-            eprintln!(
-                "\n*** SKIPPED (no test bed; run scripts/testbed.sh up): {} ***\n",
-                why.trim()
-            );
-            return None;
-        }
-        let vars: std::collections::HashMap<String, String> =
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .filter_map(|line| line.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-                .collect();
-        let lock = std::fs::File::create(Path::new(&vars["TESTBED_STATE"]).join("lock")).unwrap();
-        lock.lock().unwrap();
-        Some(Testbed { vars, _lock: lock })
-    }
-
-    fn var(&self, name: &str) -> &str {
-        &self.vars[name]
-    }
-
-    fn images(&self) -> Vec<ImageRef> {
-        self.var("TESTBED_IMAGES")
-            .split_whitespace()
-            .map(|r| ImageRef::parse(r).unwrap())
-            .collect()
-    }
-
-    fn node_host(&self, node: &str) -> String {
-        self.var(&format!("TESTBED_{}_DOCKER_HOST", node.to_uppercase()))
-            .to_string()
-    }
-
-    fn control(&self) -> LocalDaemon {
-        LocalDaemon::connect_to(self.var("TESTBED_CONTROL_DOCKER_HOST"))
-            .unwrap()
-            .with_retry(
-                RetryPolicy {
-                    attempts: 2,
-                    stagger_secs: 1,
-                    seed: Some(1),
-                },
-                Arc::new(NoSleep),
-            )
-    }
+fn images(tb: &Testbed) -> Vec<ImageRef> {
+    tb.images.iter().map(|r| ImageRef::parse(r).unwrap()).collect()
 }
 
-struct NoSleep;
+fn control(tb: &Testbed) -> LocalDaemon {
+    LocalDaemon::connect_to(&tb.control_docker_host).unwrap()
+}
 
-impl Sleeper for NoSleep {
-    fn sleep(&self, _: std::time::Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
+/// Two quick attempts: the test bed's registry is local, a retry only hides a real fault.
+const RETRY: RetryPolicy = RetryPolicy {
+    attempts: 2,
+    stagger_secs: 0,
+};
+
+/// Pull every time, so each run really asks the daemon and compares image IDs.
+async fn fetch(
+    daemon: &LocalDaemon,
+    cache: &Cache,
+    references: &[ImageRef],
+) -> Result<FetchReport, SourceError> {
+    source::fetch(daemon, cache, references, PullPolicy::Always, RETRY, Some(1)).await
 }
 
 fn docker(host: &str, args: &[&str]) -> String {
@@ -170,30 +129,32 @@ async fn load_on(
 async fn fetched_cache(tb: &Testbed) -> (tempfile::TempDir, Cache, Vec<ImageId>) {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), None).unwrap();
-    let report = tb.control().fetch(&cache, &tb.images()).await.unwrap();
+    let report = fetch(&control(tb), &cache, &images(tb)).await.unwrap();
     let ids = report.images.iter().map(|i| i.id).collect();
     (dir, cache, ids)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn localhost_pull_stores_shared_layers_once_and_the_next_run_saves_nothing() {
-    let Some(tb) = Testbed::get() else { return };
-    let control = tb.var("TESTBED_CONTROL_DOCKER_HOST").to_string();
-    for image in tb.images() {
+    let Some((tb, _lock)) = locked_testbed() else {
+        return;
+    };
+    let control_host = tb.control_docker_host.clone();
+    for image in images(&tb) {
         // Make the pull real: the control daemon must fetch from the registry.
         let _ = Command::new(DOCKER)
             .args(["rmi", &image.to_string()])
-            .env("DOCKER_HOST", &control)
+            .env("DOCKER_HOST", &control_host)
             .output();
     }
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), None).unwrap();
     let events = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = events.clone();
-    let daemon = tb.control().with_progress(Arc::new(move |_| {
+    let daemon = control(&tb).with_progress(Arc::new(move |_| {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }));
-    let first = daemon.fetch(&cache, &tb.images()).await.unwrap();
+    let first = fetch(&daemon, &cache, &images(&tb)).await.unwrap();
     assert_eq!(first.save_runs, 1);
     assert!(first.images.iter().all(|i| i.saved));
     assert!(
@@ -201,7 +162,7 @@ async fn localhost_pull_stores_shared_layers_once_and_the_next_run_saves_nothing
         "no pull progress reported"
     );
     for image in &first.images {
-        let on_daemon = image_id(&control, &image.reference).unwrap();
+        let on_daemon = image_id(&control_host, &image.reference).unwrap();
         assert_eq!(on_daemon, image.id.to_string(), "{}", image.reference);
     }
     // Each distinct layer once, although the images share their base.
@@ -237,20 +198,20 @@ async fn localhost_pull_stores_shared_layers_once_and_the_next_run_saves_nothing
             .collect()
     };
     let before = mtimes(&dir.path().join("layers"));
-    let second = daemon.fetch(&cache, &tb.images()).await.unwrap();
+    let second = fetch(&daemon, &cache, &images(&tb)).await.unwrap();
     assert_eq!(second.save_runs, 0, "a second run must not save again");
     assert!(second.images.iter().all(|i| !i.saved));
     assert_eq!(mtimes(&dir.path().join("layers")), before);
 
     // Offline: the cache alone answers, no daemon involved.
-    let offline = resolve_offline(&cache, &tb.images()).unwrap();
+    let offline = resolve_offline(&cache, &images(&tb)).unwrap();
     assert_eq!(
-        offline.iter().map(|i| i.id).collect::<Vec<_>>(),
+        offline.images.iter().map(|i| i.id).collect::<Vec<_>>(),
         first.images.iter().map(|i| i.id).collect::<Vec<_>>()
     );
     let missing = ImageRef::parse(&format!(
         "{}/dropship/absent:v9",
-        tb.var("TESTBED_REGISTRY")
+        tb.registry.as_str()
     ))
     .unwrap();
     let err = resolve_offline(&cache, &[missing]).unwrap_err();
@@ -262,15 +223,17 @@ async fn localhost_pull_stores_shared_layers_once_and_the_next_run_saves_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_images_fail_at_once_with_a_clear_message() {
-    let Some(tb) = Testbed::get() else { return };
+    let Some((tb, _lock)) = locked_testbed() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), None).unwrap();
     let missing = ImageRef::parse(&format!(
         "{}/dropship/absent:v9",
-        tb.var("TESTBED_REGISTRY")
+        tb.registry.as_str()
     ))
     .unwrap();
-    let err = tb.control().fetch(&cache, &[missing]).await.unwrap_err();
+    let err = fetch(&control(&tb), &cache, &[missing]).await.unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("does not exist") && text.contains("absent:v9"),
@@ -280,12 +243,14 @@ async fn unknown_images_fail_at_once_with_a_clear_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_archives_load_with_identical_ids_in_full_and_without_present_layers() {
-    let Some(tb) = Testbed::get() else { return };
+    let Some((tb, _lock)) = locked_testbed() else {
+        return;
+    };
     let (_dir, cache, ids) = fetched_cache(&tb).await;
-    let names: Vec<String> = tb.images().iter().map(ImageRef::familiar).collect();
+    let names: Vec<String> = images(&tb).iter().map(ImageRef::familiar).collect();
 
     // Everything, through the CLI, into an empty daemon.
-    let node1 = tb.node_host("node1");
+    let node1 = tb.node("node1").docker_host.clone();
     empty_daemon(&node1);
     let mut export = Command::new(env!("CARGO_BIN_EXE_dropship"))
         .args(["cache", "export", "--zstd", "-o", "-", "--cache-dir"])
@@ -317,7 +282,7 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
     }
 
     // A node holding the first image gets the others without the layers it already has.
-    let node2 = tb.node_host("node2");
+    let node2 = tb.node("node2").docker_host.clone();
     empty_daemon(&node2);
     let first = cache.archive_plan(&ids[..1], &HashSet::new()).unwrap();
     let (err, ok) = load_on(
@@ -377,7 +342,9 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
-    let Some(tb) = Testbed::get() else { return };
+    let Some((tb, _lock)) = locked_testbed() else {
+        return;
+    };
     let (dir, cache, ids) = fetched_cache(&tb).await;
     let record = cache.record(&ids[0]).unwrap().unwrap();
     let victim = record.diff_ids.last().unwrap();
@@ -390,7 +357,7 @@ async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
     bytes[middle] ^= 0x10;
     std::fs::write(&path, bytes).unwrap();
 
-    let node3 = tb.node_host("node3");
+    let node3 = tb.node("node3").docker_host.clone();
     empty_daemon(&node3);
     let plan = cache.archive_plan(&ids[..1], &HashSet::new()).unwrap();
     let (err, ok) = load_on(
@@ -405,17 +372,19 @@ async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
     assert_eq!(image_id(&node3, &record.repo_tags[0]), None);
     // The damaged layer was moved aside, so the next pull saves the image again.
     assert!(!cache.is_complete(&ids[0]));
-    let again = tb.control().fetch(&cache, &tb.images()[..1]).await.unwrap();
+    let again = fetch(&control(&tb), &cache, &images(&tb)[..1]).await.unwrap();
     assert_eq!(again.save_runs, 1);
     assert!(cache.verify().unwrap().problems.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_importing_into_one_cache_at_once_leave_it_consistent() {
-    let Some(tb) = Testbed::get() else { return };
+    let Some((tb, _lock)) = locked_testbed() else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("save.tar.gz");
-    let names: Vec<String> = tb.images().iter().map(|r| r.to_string()).collect();
+    let names: Vec<String> = images(&tb).iter().map(|r| r.to_string()).collect();
     let save = Command::new("sh")
         .args([
             "-c",
@@ -423,7 +392,7 @@ async fn two_processes_importing_into_one_cache_at_once_leave_it_consistent() {
             "save",
         ])
         .args(&names)
-        .env("DOCKER_HOST", tb.var("TESTBED_CONTROL_DOCKER_HOST"))
+        .env("DOCKER_HOST", tb.control_docker_host.as_str())
         .status()
         .unwrap();
     assert!(save.success());
