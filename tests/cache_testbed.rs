@@ -11,8 +11,8 @@ use std::sync::Arc;
 use common::{Testbed, TestbedLock};
 use dropship::image::localhost::LocalDaemon;
 use dropship::image::source::{self, FetchReport, PullPolicy, SourceError, resolve_offline};
-use dropship::retry::RetryPolicy;
 use dropship::image::{ArchiveFormat, Cache, CacheError, ImageId, ImageRef};
+use dropship::retry::RetryPolicy;
 use tokio::io::AsyncReadExt;
 
 mod common;
@@ -27,7 +27,10 @@ fn locked_testbed() -> Option<(Testbed, TestbedLock)> {
 }
 
 fn images(tb: &Testbed) -> Vec<ImageRef> {
-    tb.images.iter().map(|r| ImageRef::parse(r).unwrap()).collect()
+    tb.images
+        .iter()
+        .map(|r| ImageRef::parse(r).unwrap())
+        .collect()
 }
 
 fn control(tb: &Testbed) -> LocalDaemon {
@@ -46,7 +49,15 @@ async fn fetch(
     cache: &Cache,
     references: &[ImageRef],
 ) -> Result<FetchReport, SourceError> {
-    source::fetch(daemon, cache, references, PullPolicy::Always, RETRY, Some(1)).await
+    source::fetch(
+        daemon,
+        cache,
+        references,
+        PullPolicy::Always,
+        RETRY,
+        Some(1),
+    )
+    .await
 }
 
 fn docker(host: &str, args: &[&str]) -> String {
@@ -209,11 +220,7 @@ async fn localhost_pull_stores_shared_layers_once_and_the_next_run_saves_nothing
         offline.images.iter().map(|i| i.id).collect::<Vec<_>>(),
         first.images.iter().map(|i| i.id).collect::<Vec<_>>()
     );
-    let missing = ImageRef::parse(&format!(
-        "{}/dropship/absent:v9",
-        tb.registry.as_str()
-    ))
-    .unwrap();
+    let missing = ImageRef::parse(&format!("{}/dropship/absent:v9", tb.registry.as_str())).unwrap();
     let err = resolve_offline(&cache, &[missing]).unwrap_err();
     assert!(
         matches!(err, CacheError::NotCached { .. }) && err.to_string().contains("absent:v9"),
@@ -228,11 +235,7 @@ async fn unknown_images_fail_at_once_with_a_clear_message() {
     };
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), None).unwrap();
-    let missing = ImageRef::parse(&format!(
-        "{}/dropship/absent:v9",
-        tb.registry.as_str()
-    ))
-    .unwrap();
+    let missing = ImageRef::parse(&format!("{}/dropship/absent:v9", tb.registry.as_str())).unwrap();
     let err = fetch(&control(&tb), &cache, &[missing]).await.unwrap_err();
     let text = err.to_string();
     assert!(
@@ -372,7 +375,9 @@ async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
     assert_eq!(image_id(&node3, &record.repo_tags[0]), None);
     // The damaged layer was moved aside, so the next pull saves the image again.
     assert!(!cache.is_complete(&ids[0]));
-    let again = fetch(&control(&tb), &cache, &images(&tb)[..1]).await.unwrap();
+    let again = fetch(&control(&tb), &cache, &images(&tb)[..1])
+        .await
+        .unwrap();
     assert_eq!(again.save_runs, 1);
     assert!(cache.verify().unwrap().problems.is_empty());
 }

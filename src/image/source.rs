@@ -192,7 +192,10 @@ async fn pull_and_inspect(
 ) -> Result<Inspected, SourceError> {
     if pull == PullPolicy::IfMissing {
         if let Ok(held) = daemon.inspect(reference).await {
-            tracing::debug!("{reference}: {} already holds it, not pulling", daemon.name());
+            tracing::debug!(
+                "{reference}: {} already holds it, not pulling",
+                daemon.name()
+            );
             return Ok(held);
         }
     }

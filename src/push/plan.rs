@@ -151,7 +151,9 @@ fn delegate(
             None => return Ok(Delegate::Localhost),
         },
     };
-    Ok(Delegate::Host(Box::new(connection::resolve(inventory, &name)?)))
+    Ok(Delegate::Host(Box::new(connection::resolve(
+        inventory, &name,
+    )?)))
 }
 
 #[cfg(test)]
