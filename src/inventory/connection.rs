@@ -465,6 +465,9 @@ impl Vars<'_> {
 
     /// A scalar as text, with templates rendered.
     fn text(&self, name: &str, value: &Value) -> Result<String, InventoryError> {
+        if let Some(text) = super::unsafe_text(value) {
+            return Ok(text.to_string());
+        }
         let raw = match value {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),

@@ -236,6 +236,21 @@ impl Inventory {
     }
 }
 
+/// How Ansible shows a string it will never template (`!unsafe`, bytes literals).
+const UNSAFE_KEY: &str = "__ansible_unsafe";
+
+fn unsafe_value(text: &str) -> Value {
+    serde_json::json!({ UNSAFE_KEY: text })
+}
+
+/// The text of an `!unsafe` value (`{"__ansible_unsafe": text}`), which must not be templated.
+pub fn unsafe_text(value: &Value) -> Option<&str> {
+    match value.as_object()? {
+        map if map.len() == 1 => map.get(UNSAFE_KEY)?.as_str(),
+        _ => None,
+    }
+}
+
 /// Reads a source or vars file as text, refusing Vault-encrypted files with a clear message.
 fn read_source_text(path: &Path) -> Result<String, InventoryError> {
     let bytes = std::fs::read(path).map_err(|source| InventoryError::Io {

@@ -15,6 +15,8 @@ pub enum Yaml {
     Int(i128),
     Float(f64),
     Str(String),
+    /// `!unsafe`: a string Ansible never templates.
+    Unsafe(String),
     Seq(Vec<Yaml>),
     Map(Vec<(Yaml, Yaml)>),
 }
@@ -43,6 +45,9 @@ pub fn load(text: &str) -> Result<Option<Yaml>, LoadError> {
             line: Some(e.marker().line()),
             message: e.to_string(),
         })?;
+        if !meaningful(&event) {
+            continue;
+        }
         match event {
             Event::DocumentStart(..) => {
                 documents += 1;
@@ -149,17 +154,38 @@ impl Builder {
 fn next<'a>(
     parser: &mut Parser<'a, serde_saphyr::granit_parser::StrInput<'a>>,
 ) -> Result<(Event<'a>, usize), LoadError> {
-    match parser.next_event() {
-        Some(Ok((event, span))) => Ok((event, span.start.line())),
-        Some(Err(e)) => Err(LoadError {
-            line: Some(e.marker().line()),
-            message: e.to_string(),
-        }),
-        None => Err(LoadError {
-            line: None,
-            message: "unexpected end of the document".into(),
-        }),
+    loop {
+        match parser.next_event() {
+            Some(Ok((event, _))) if !meaningful(&event) => continue,
+            Some(Ok((event, span))) => return Ok((event, span.start.line())),
+            Some(Err(e)) => {
+                return Err(LoadError {
+                    line: Some(e.marker().line()),
+                    message: e.to_string(),
+                });
+            }
+            None => {
+                return Err(LoadError {
+                    line: None,
+                    message: "unexpected end of the document".into(),
+                });
+            }
+        }
     }
+}
+
+/// Nodes and structure; comments and anchor metadata carry no data.
+fn meaningful(event: &Event<'_>) -> bool {
+    event.is_node()
+        || matches!(
+            event,
+            Event::SequenceEnd
+                | Event::MappingEnd
+                | Event::StreamStart
+                | Event::StreamEnd
+                | Event::DocumentStart(..)
+                | Event::DocumentEnd
+        )
 }
 
 fn size(node: &Yaml) -> usize {
@@ -228,7 +254,7 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Yaml, Str
     };
     if tag.handle() == "!" {
         return match tag.suffix() {
-            "unsafe" => Ok(Yaml::Str(text.to_string())),
+            "unsafe" => Ok(Yaml::Unsafe(text.to_string())),
             "vault" => Err(VAULT_TAG.into()),
             other => Err(format!(
                 "could not determine a constructor for the tag '!{other}'"
@@ -427,6 +453,7 @@ impl Yaml {
             Yaml::Int(i) => int_json(*i),
             Yaml::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
             Yaml::Str(s) => Value::String(s.clone()),
+            Yaml::Unsafe(s) => super::unsafe_value(s),
             Yaml::Seq(items) => Value::Array(items.iter().map(Yaml::to_json).collect()),
             Yaml::Map(pairs) => {
                 let mut map = Map::new();
@@ -441,7 +468,7 @@ impl Yaml {
     /// How json.dumps spells a mapping key.
     pub fn key_string(&self) -> String {
         match self {
-            Yaml::Str(s) => s.clone(),
+            Yaml::Str(s) | Yaml::Unsafe(s) => s.clone(),
             Yaml::Null => "null".into(),
             Yaml::Bool(b) => b.to_string(),
             Yaml::Int(i) => i.to_string(),
@@ -464,7 +491,7 @@ impl Yaml {
             Yaml::Bool(_) => "bool",
             Yaml::Int(_) => "int",
             Yaml::Float(_) => "float",
-            Yaml::Str(_) => "str",
+            Yaml::Str(_) | Yaml::Unsafe(_) => "str",
             Yaml::Seq(_) => "list",
             Yaml::Map(_) => "dict",
         }
@@ -512,7 +539,7 @@ mod tests {
     fn tags_and_errors() {
         assert_eq!(
             json_of("a: !unsafe '{{ x }}'\nb: !!str 1"),
-            json!({"a": "{{ x }}", "b": "1"})
+            json!({"a": {"__ansible_unsafe": "{{ x }}"}, "b": "1"})
         );
         assert!(load("a: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n").is_err());
         assert!(load("a: [1").unwrap_err().line.is_some());

@@ -1,0 +1,157 @@
+//! Shared by the inventory tests: the corpus, the real ansible oracle, and a small thread pool.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// One corpus inventory: its `-i` sources and the host patterns to compare.
+pub struct Case {
+    pub name: String,
+    pub sources: Vec<PathBuf>,
+    pub patterns: Vec<String>,
+}
+
+impl Case {
+    pub fn source_args(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .flat_map(|s| ["-i".to_string(), s.display().to_string()])
+            .collect()
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// tests/inventories/* (sources from sources.txt, patterns from patterns.txt) and the sample
+/// inventories under inventory/ (read as directory sources).
+pub fn corpus() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for dir in sorted_dirs(&repo().join("tests/inventories")) {
+        let lines = |file: &str| -> Vec<String> {
+            std::fs::read_to_string(dir.join(file))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let sources: Vec<PathBuf> = lines("sources.txt").iter().map(|s| dir.join(s)).collect();
+        assert!(!sources.is_empty(), "{} has no sources.txt", dir.display());
+        cases.push(Case {
+            name: name_of(&dir),
+            sources,
+            patterns: lines("patterns.txt"),
+        });
+    }
+    for dir in sorted_dirs(&repo().join("inventory")) {
+        cases.push(Case {
+            name: format!("inventory/{}", name_of(&dir)),
+            sources: vec![dir],
+            patterns: Vec::new(),
+        });
+    }
+    cases
+}
+
+fn name_of(dir: &Path) -> String {
+    dir.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+fn sorted_dirs(parent: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(parent)
+        .unwrap_or_else(|e| panic!("{}: {e}", parent.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The real Ansible, from `$DROPSHIP_ANSIBLE_BIN` or `<repo>/.venv/bin`.
+pub struct Ansible {
+    bin: PathBuf,
+    scratch: tempfile::TempDir,
+}
+
+impl Ansible {
+    /// `None` (with a loud SKIPPED line) when Ansible is missing; with CI=true that is a failure.
+    pub fn find(test: &str) -> Option<Ansible> {
+        let bin = std::env::var_os("DROPSHIP_ANSIBLE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join(".venv/bin"));
+        if bin.join("ansible-inventory").is_file() && bin.join("ansible").is_file() {
+            return Some(Ansible {
+                bin,
+                scratch: tempfile::tempdir().unwrap(),
+            });
+        }
+        let message = format!(
+            "ansible-inventory not found in {} (set DROPSHIP_ANSIBLE_BIN or create .venv with ansible-core==2.19.14)",
+            bin.display()
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{test}: {message}; CI=true requires the ansible oracle");
+        }
+        eprintln!("\n*** SKIPPED {test}: {message} ***\n");
+        None
+    }
+
+    /// Runs an Ansible CLI in an empty directory with an empty HOME, so no ansible.cfg or
+    /// playbook-adjacent group_vars can leak in.
+    pub fn run(&self, program: &str, args: &[String]) -> Output {
+        Command::new(self.bin.join(program))
+            .args(args)
+            .current_dir(self.scratch.path())
+            .env("HOME", self.scratch.path())
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_LOCALHOST_WARNING", "false")
+            .env_remove("ANSIBLE_CONFIG")
+            .env_remove("ANSIBLE_INVENTORY")
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e}"))
+    }
+}
+
+pub fn dropship(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dropship"))
+        .args(args)
+        .output()
+        .expect("running dropship")
+}
+
+pub fn args(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// Applies `f` to every item on a few threads (the oracle is a Python process per call);
+/// results come back in item order.
+pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 4);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    let result = f(item);
+                    results.lock().unwrap()[i] = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect()
+}
