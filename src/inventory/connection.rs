@@ -176,18 +176,15 @@ fn bastion_jump(inventory: &Inventory, bastion: &str) -> Result<JumpHost, Invent
     })
 }
 
-/// Names a jump host after the inventory host with that name or address, if there is one.
+/// Names a jump host after the inventory host with that name, or after Kubespray's bastion
+/// when the addresses agree (the usual ProxyCommand); else the address stays its name.
 fn identify(inventory: &Inventory, mut jump: JumpHost) -> JumpHost {
-    let by_address = || {
-        inventory
-            .hosts()
-            .find(|h| direct(inventory, h).is_ok_and(|c| c.address == jump.address))
-            .map(str::to_string)
-    };
     if inventory.has_host(&jump.address) {
         jump.name = jump.address.clone();
-    } else if let Some(name) = by_address() {
-        jump.name = name;
+    } else if let Some(bastion) = bastion_host(inventory)
+        && direct(inventory, &bastion).is_ok_and(|c| c.address == jump.address)
+    {
+        jump.name = bastion;
     }
     jump
 }

@@ -31,8 +31,12 @@ pub struct LoadError {
 /// Aliases may not expand a document beyond this many nodes ("billion laughs").
 const MAX_NODES: usize = 1_000_000;
 
-/// Loads the single document of `text`; `Ok(None)` for an empty stream.
+/// Loads the single document of `text`; `Ok(None)` for an empty stream. Like Ansible's
+/// loader, text that is valid JSON is read as JSON (`1e3` is then a number, not a string).
 pub fn load(text: &str) -> Result<Option<Yaml>, LoadError> {
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        return Ok(Some(from_json(value)));
+    }
     let mut builder = Builder {
         anchors: HashMap::new(),
         nodes: 0,
@@ -278,8 +282,8 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Yaml, Str
 }
 
 /// The message for an inline `!vault` value; the caller adds the file.
-pub const VAULT_TAG: &str =
-    "contains a !vault encrypted value; dropship cannot decrypt Ansible Vault";
+pub const VAULT_TAG: &str = "holds a !vault encrypted value; dropship cannot decrypt Ansible Vault: \
+    decrypt it (ansible-vault decrypt) or move the vault variables out of the inventory";
 
 /// PyYAML's implicit resolvers for plain scalars (YAML 1.1).
 fn resolve_plain(text: &str) -> Yaml {
@@ -495,6 +499,25 @@ impl Yaml {
             Yaml::Seq(_) => "list",
             Yaml::Map(_) => "dict",
         }
+    }
+}
+
+fn from_json(value: Value) -> Yaml {
+    match value {
+        Value::Null => Yaml::Null,
+        Value::Bool(b) => Yaml::Bool(b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Yaml::Int(i.into()),
+            (_, Some(u)) => Yaml::Int(u.into()),
+            _ => Yaml::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Yaml::Str(s),
+        Value::Array(items) => Yaml::Seq(items.into_iter().map(from_json).collect()),
+        Value::Object(map) => Yaml::Map(
+            map.into_iter()
+                .map(|(k, v)| (Yaml::Str(k), from_json(v)))
+                .collect(),
+        ),
     }
 }
 

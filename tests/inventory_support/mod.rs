@@ -40,7 +40,14 @@ pub fn corpus() -> Vec<Case> {
                 .map(str::to_string)
                 .collect()
         };
-        let sources: Vec<PathBuf> = lines("sources.txt").iter().map(|s| dir.join(s)).collect();
+        // `list:a,b` is passed as is: a comma-separated host list instead of a path.
+        let sources: Vec<PathBuf> = lines("sources.txt")
+            .iter()
+            .map(|s| {
+                s.strip_prefix("list:")
+                    .map_or_else(|| dir.join(s), PathBuf::from)
+            })
+            .collect();
         assert!(!sources.is_empty(), "{} has no sources.txt", dir.display());
         cases.push(Case {
             name: name_of(&dir),
