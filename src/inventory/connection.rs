@@ -323,6 +323,14 @@ fn proxy_command(command: &str) -> Result<JumpSetting, String> {
             key = Some(expand_home(&k));
         } else if let Some(l) = flag_value(token, "-l", &mut tokens)? {
             user = Some(l);
+        } else if let Some(config) = flag_value(token, "-F", &mut tokens)? {
+            // Kubespray's ssh-bastion.conf uses `-F /dev/null`; another file would hold settings
+            // we do not read.
+            if config != "/dev/null" {
+                return Err(format!(
+                    "ProxyCommand reads ssh config '{config}', which dropship does not"
+                ));
+            }
         } else if let Some(option) = flag_value(token, "-o", &mut tokens)? {
             let (name, value) = split_option(&option)?;
             match name.as_str() {
@@ -523,6 +531,27 @@ mod tests {
         );
         assert_eq!(jump.private_key, Some(PathBuf::from("/keys/b")));
         assert_eq!(jump.known_hosts, Some(PathBuf::from("/tmp/kh")));
+        assert_eq!(
+            jump.strict_host_key_checking,
+            Some(StrictHostKeyChecking::No)
+        );
+    }
+
+    #[test]
+    fn kubespray_bastion_role_form_with_config_and_key() {
+        let (_dir, inv) = inventory(concat!(
+            "[kube_node]\nn1 ansible_ssh_private_key_file=/k/id\n[all:vars]\n",
+            r#"ansible_ssh_common_args="-o ProxyCommand='ssh -F /dev/null -o UserKnownHostsFile=/dev/null "#,
+            r#"-o StrictHostKeyChecking=no -W %h:%p -p 22 -q ops@198.18.0.1 "#,
+            r#"{% if ansible_ssh_private_key_file is defined %}-i {{ ansible_ssh_private_key_file }}{% endif %}'""#,
+            "\n",
+        ));
+        let jump = resolve(&inv, "n1").unwrap().jump.unwrap();
+        assert_eq!(
+            (jump.address.as_str(), jump.user.as_deref()),
+            ("198.18.0.1", Some("ops"))
+        );
+        assert_eq!(jump.private_key, Some(PathBuf::from("/k/id")));
         assert_eq!(
             jump.strict_host_key_checking,
             Some(StrictHostKeyChecking::No)
