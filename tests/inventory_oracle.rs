@@ -26,7 +26,7 @@ fn compare_views(ansible: &Ansible, case: &Case) -> Result<(), String> {
     };
     let mut problems = Vec::new();
     let (ours, theirs) = run_both(&["--list"]);
-    if !theirs.status.success() {
+    if !theirs.success() {
         return Err(format!(
             "{}: ansible-inventory --list failed: {}",
             case.name,
@@ -141,7 +141,7 @@ fn ansible_list_hosts(
         .concat(),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
+    if !out.success() {
         return Err(stderr.into_owned());
     }
     if stderr.contains("Could not match supplied host pattern") {
@@ -213,7 +213,7 @@ fn compare_patterns(ansible: &Ansible, case: &Case) -> Vec<String> {
             json(&ours.stdout, "dropship"),
         ) {
             (Ok(e), Ok(o)) => e == o,
-            _ => !expected.status.success() && !ours.status.success(),
+            _ => !expected.success() && !ours.status.success(),
         };
         if !same {
             problems.push(format!(

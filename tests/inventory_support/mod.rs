@@ -2,10 +2,13 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Deserialize;
 
 /// One corpus inventory: its `-i` sources and the host patterns to compare.
 pub struct Case {
@@ -79,10 +82,46 @@ fn sorted_dirs(parent: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-/// The real Ansible, from `$DROPSHIP_ANSIBLE_BIN` or `<repo>/.venv/bin`.
+/// The real Ansible, from `$DROPSHIP_ANSIBLE_BIN` or `<repo>/.venv/bin`, run through
+/// `oracle_server.py`: Ansible's own CLI entry points, imported once and forked per call.
 pub struct Ansible {
     bin: PathBuf,
     scratch: tempfile::TempDir,
+    idle: Mutex<Vec<Server>>,
+}
+
+/// What one CLI call printed and returned.
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl CliOutput {
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+struct Server {
+    child: Child,
+    requests: ChildStdin,
+    replies: BufReader<ChildStdout>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The server keeps no state worth a clean shutdown.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    status: i32,
+    stdout: String,
+    stderr: String,
 }
 
 impl Ansible {
@@ -91,10 +130,11 @@ impl Ansible {
         let bin = std::env::var_os("DROPSHIP_ANSIBLE_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo().join(".venv/bin"));
-        if bin.join("ansible-inventory").is_file() && bin.join("ansible").is_file() {
+        if bin.join("ansible-inventory").is_file() && bin.join("python").is_file() {
             return Some(Ansible {
                 bin,
                 scratch: tempfile::tempdir().unwrap(),
+                idle: Mutex::new(Vec::new()),
             });
         }
         let message = format!(
@@ -108,19 +148,52 @@ impl Ansible {
         None
     }
 
-    /// Runs an Ansible CLI in an empty directory with an empty HOME, so no ansible.cfg or
-    /// playbook-adjacent group_vars can leak in.
-    pub fn run(&self, program: &str, args: &[String]) -> Output {
-        Command::new(self.bin.join(program))
-            .args(args)
+    /// Runs `program` (ansible-inventory or ansible) with `args` in an empty directory with an
+    /// empty HOME, so no ansible.cfg or playbook-adjacent group_vars can leak in.
+    pub fn run(&self, program: &str, args: &[String]) -> CliOutput {
+        let idle = self.idle.lock().unwrap().pop();
+        let mut server = idle.unwrap_or_else(|| self.start_server());
+        let request = serde_json::json!({ "program": program, "args": args });
+        writeln!(server.requests, "{request}").expect("oracle server accepts requests");
+        server
+            .requests
+            .flush()
+            .expect("oracle server accepts requests");
+        let mut line = String::new();
+        server
+            .replies
+            .read_line(&mut line)
+            .expect("oracle server replies");
+        let reply: Reply = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("oracle server reply {line:?}: {e}"));
+        self.idle.lock().unwrap().push(server);
+        CliOutput {
+            code: reply.status,
+            stdout: reply.stdout.into_bytes(),
+            stderr: reply.stderr.into_bytes(),
+        }
+    }
+
+    fn start_server(&self) -> Server {
+        let mut child = Command::new(self.bin.join("python"))
+            .arg(repo().join("tests/inventory_support/oracle_server.py"))
             .current_dir(self.scratch.path())
             .env("HOME", self.scratch.path())
             .env("ANSIBLE_NOCOLOR", "1")
             .env("ANSIBLE_LOCALHOST_WARNING", "false")
             .env_remove("ANSIBLE_CONFIG")
             .env_remove("ANSIBLE_INVENTORY")
-            .output()
-            .unwrap_or_else(|e| panic!("running {program}: {e}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the ansible oracle server");
+        let requests = child.stdin.take().expect("piped stdin");
+        let replies = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Server {
+            child,
+            requests,
+            replies,
+        }
     }
 }
 
