@@ -1,5 +1,6 @@
 //! `dropship inventory`: the inventory as ansible-inventory prints it.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -16,6 +17,10 @@ pub fn run(global: &GlobalArgs, args: &InventoryArgs) -> anyhow::Result<ExitCode
     } else {
         render::to_ansible_json(&render::list(&inventory, global.limit.as_deref())?)
     };
-    println!("{output}");
+    // `dropship inventory --list | head` closes the pipe early: that is not an error.
+    match writeln!(std::io::stdout().lock(), "{output}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        written => written.context("writing to stdout")?,
+    }
     Ok(ExitCode::SUCCESS)
 }

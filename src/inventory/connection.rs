@@ -176,18 +176,15 @@ fn bastion_jump(inventory: &Inventory, bastion: &str) -> Result<JumpHost, Invent
     })
 }
 
-/// Names a jump host after the inventory host with that name or address, if there is one.
+/// Names a jump host after the inventory host with that name, or after Kubespray's bastion
+/// when the addresses agree (the usual ProxyCommand); else the address stays its name.
 fn identify(inventory: &Inventory, mut jump: JumpHost) -> JumpHost {
-    let by_address = || {
-        inventory
-            .hosts()
-            .find(|h| direct(inventory, h).is_ok_and(|c| c.address == jump.address))
-            .map(str::to_string)
-    };
     if inventory.has_host(&jump.address) {
         jump.name = jump.address.clone();
-    } else if let Some(name) = by_address() {
-        jump.name = name;
+    } else if let Some(bastion) = bastion_host(inventory)
+        && direct(inventory, &bastion).is_ok_and(|c| c.address == jump.address)
+    {
+        jump.name = bastion;
     }
     jump
 }
@@ -326,6 +323,14 @@ fn proxy_command(command: &str) -> Result<JumpSetting, String> {
             key = Some(expand_home(&k));
         } else if let Some(l) = flag_value(token, "-l", &mut tokens)? {
             user = Some(l);
+        } else if let Some(config) = flag_value(token, "-F", &mut tokens)? {
+            // Kubespray's ssh-bastion.conf uses `-F /dev/null`; another file would hold settings
+            // we do not read.
+            if config != "/dev/null" {
+                return Err(format!(
+                    "ProxyCommand reads ssh config '{config}', which dropship does not"
+                ));
+            }
         } else if let Some(option) = flag_value(token, "-o", &mut tokens)? {
             let (name, value) = split_option(&option)?;
             match name.as_str() {
@@ -465,6 +470,9 @@ impl Vars<'_> {
 
     /// A scalar as text, with templates rendered.
     fn text(&self, name: &str, value: &Value) -> Result<String, InventoryError> {
+        if let Some(text) = super::unsafe_text(value) {
+            return Ok(text.to_string());
+        }
         let raw = match value {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
@@ -523,6 +531,27 @@ mod tests {
         );
         assert_eq!(jump.private_key, Some(PathBuf::from("/keys/b")));
         assert_eq!(jump.known_hosts, Some(PathBuf::from("/tmp/kh")));
+        assert_eq!(
+            jump.strict_host_key_checking,
+            Some(StrictHostKeyChecking::No)
+        );
+    }
+
+    #[test]
+    fn kubespray_bastion_role_form_with_config_and_key() {
+        let (_dir, inv) = inventory(concat!(
+            "[kube_node]\nn1 ansible_ssh_private_key_file=/k/id\n[all:vars]\n",
+            r#"ansible_ssh_common_args="-o ProxyCommand='ssh -F /dev/null -o UserKnownHostsFile=/dev/null "#,
+            r#"-o StrictHostKeyChecking=no -W %h:%p -p 22 -q ops@198.18.0.1 "#,
+            r#"{% if ansible_ssh_private_key_file is defined %}-i {{ ansible_ssh_private_key_file }}{% endif %}'""#,
+            "\n",
+        ));
+        let jump = resolve(&inv, "n1").unwrap().jump.unwrap();
+        assert_eq!(
+            (jump.address.as_str(), jump.user.as_deref()),
+            ("198.18.0.1", Some("ops"))
+        );
+        assert_eq!(jump.private_key, Some(PathBuf::from("/k/id")));
         assert_eq!(
             jump.strict_host_key_checking,
             Some(StrictHostKeyChecking::No)

@@ -108,7 +108,8 @@ pub fn parse(data: &mut InventoryData, text: &str) -> Result<(), IniError> {
                 for host in hosts {
                     data.add_host(&host, &group, port).map_err(graph)?;
                     for (key, value) in &vars {
-                        data.set_host_var(&host, key, value.clone());
+                        data.set_host_var(&host, key, value.clone())
+                            .map_err(graph)?;
                     }
                 }
             }

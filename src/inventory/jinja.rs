@@ -110,6 +110,9 @@ fn evaluate(
         .or(caps.get(6))
         .map(|m| m.as_str().to_string());
     match (inventory.host_var(owner, name), default) {
+        (Some(value), _) if super::unsafe_text(&value).is_some() => {
+            Ok(super::unsafe_text(&value).unwrap_or_default().to_string())
+        }
         (Some(value), _) => {
             let text = python_str(&value)
                 .ok_or_else(|| format!("'{name}' of host '{owner}' is not a single value"))?;

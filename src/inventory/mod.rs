@@ -169,60 +169,46 @@ impl Inventory {
         self.data.group_hosts(group)
     }
 
-    /// Names of the groups `host` belongs to (with ancestors, without `all`), sorted.
-    pub fn host_group_names(&self, host: &str) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .data
-            .host_groups(host)
-            .into_iter()
-            .filter(|g| g != "all")
-            .collect();
-        names.sort();
-        names
-    }
-
     /// The merged variables of `host`, as `ansible-inventory --host` shows them.
     ///
     /// Precedence, lowest first: `all` inventory vars, other groups' inventory vars (by depth,
     /// `ansible_group_priority`, name), `group_vars/all`, `group_vars/<group>` (each source in
     /// `-i` order), the host's inventory vars, `host_vars/<host>`.
     pub fn host_vars(&self, host: &str) -> Option<Vars> {
-        let entry = self.data.hosts.get(host)?;
-        let groups = self.data.sorted_host_groups(host);
-        let mut vars = self.data.groups["all"].vars.clone();
-        let mut merge = |more: &Vars| {
-            for (k, v) in more {
+        let mut vars = Vars::new();
+        for layer in self.var_layers(host)? {
+            for (k, v) in layer {
                 vars.insert(k.clone(), v.clone());
-            }
-        };
-        for group in &groups {
-            merge(&group.vars);
-        }
-        for source in &self.source_vars {
-            if let Some(all) = source.groups.get("all") {
-                merge(all);
-            }
-        }
-        for source in &self.source_vars {
-            for group in &groups {
-                if let Some(found) = source.groups.get(&group.name) {
-                    merge(found);
-                }
-            }
-        }
-        merge(&entry.vars);
-        for source in &self.source_vars {
-            if let Some(found) = source.hosts.get(host) {
-                merge(found);
             }
         }
         vars.retain(|k, _| !INTERNAL_VARS.contains(&k.as_str()));
         Some(vars)
     }
 
-    /// One merged variable of `host`.
+    /// One merged variable of `host`, without merging the others.
     pub fn host_var(&self, host: &str, name: &str) -> Option<Value> {
-        self.host_vars(host)?.get(name).cloned()
+        if INTERNAL_VARS.contains(&name) {
+            return None;
+        }
+        self.var_layers(host)?
+            .iter()
+            .rev()
+            .find_map(|layer| layer.get(name).cloned())
+    }
+
+    /// The variable sets that apply to `host`, lowest precedence first.
+    fn var_layers(&self, host: &str) -> Option<Vec<&Vars>> {
+        let entry = self.data.hosts.get(host)?;
+        let groups = self.data.sorted_host_groups(host);
+        let mut layers = vec![&self.data.groups["all"].vars];
+        layers.extend(groups.iter().map(|g| &g.vars));
+        layers.extend(self.source_vars.iter().filter_map(|s| s.groups.get("all")));
+        for source in &self.source_vars {
+            layers.extend(groups.iter().filter_map(|g| source.groups.get(&g.name)));
+        }
+        layers.push(&entry.vars);
+        layers.extend(self.source_vars.iter().filter_map(|s| s.hosts.get(host)));
+        Some(layers)
     }
 
     /// The hosts matching an Ansible host pattern (`--limit`), in Ansible's order.
@@ -233,6 +219,21 @@ impl Inventory {
 
     pub(crate) fn data(&self) -> &InventoryData {
         &self.data
+    }
+}
+
+/// How Ansible shows a string it will never template (`!unsafe`, bytes literals).
+const UNSAFE_KEY: &str = "__ansible_unsafe";
+
+fn unsafe_value(text: &str) -> Value {
+    serde_json::json!({ UNSAFE_KEY: text })
+}
+
+/// The text of an `!unsafe` value (`{"__ansible_unsafe": text}`), which must not be templated.
+pub fn unsafe_text(value: &Value) -> Option<&str> {
+    match value.as_object()? {
+        map if map.len() == 1 => map.get(UNSAFE_KEY)?.as_str(),
+        _ => None,
     }
 }
 

@@ -140,10 +140,15 @@ impl InventoryData {
         Ok(())
     }
 
-    pub fn set_host_var(&mut self, host: &str, key: &str, value: Value) {
+    /// Like `InventoryData.set_variable`: when a group has the host's name, the group gets it.
+    pub fn set_host_var(&mut self, host: &str, key: &str, value: Value) -> Result<(), GraphError> {
+        if self.groups.contains_key(host) {
+            return self.set_group_var(host, key, value);
+        }
         if let Some(entry) = self.hosts.get_mut(host) {
             entry.vars.insert(key.to_string(), value);
         }
+        Ok(())
     }
 
     /// `add_child`: `child` may name a group (an edge) or a host (membership).

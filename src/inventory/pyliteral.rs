@@ -230,7 +230,14 @@ impl Parser {
             kind = Some(bytes);
             text.push_str(&self.string_body(raw)?);
         }
-        kind.map(|_| Value::String(text))
+        // Bytes become text Ansible does not trust as a template: shown as unsafe.
+        kind.map(|bytes| {
+            if bytes {
+                super::unsafe_value(&text)
+            } else {
+                Value::String(text)
+            }
+        })
     }
 
     fn string_body(&mut self, raw: bool) -> Option<String> {

@@ -112,7 +112,23 @@ pub fn host(inventory: &Inventory, name: &str) -> Result<Value, InventoryError> 
             message: format!("matches {} hosts; --host needs exactly one", selected.len()),
         });
     };
-    Ok(Value::Object(inventory.host_vars(host).unwrap_or_default()))
+    let vars = Value::Object(inventory.host_vars(host).unwrap_or_default());
+    Ok(plain_unsafe(vars))
+}
+
+/// ansible-inventory marks `!unsafe` strings only inside `--list`'s hostvars; `--host` prints
+/// them as plain strings.
+fn plain_unsafe(value: Value) -> Value {
+    if let Some(text) = super::unsafe_text(&value) {
+        return Value::String(text.to_string());
+    }
+    match value {
+        Value::Array(items) => Value::Array(items.into_iter().map(plain_unsafe).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, plain_unsafe(v))).collect())
+        }
+        other => other,
+    }
 }
 
 /// JSON as ansible-inventory prints it: keys sorted, four-space indentation.

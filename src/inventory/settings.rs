@@ -184,7 +184,11 @@ impl TypedVars<'_> {
 
     /// The variable with its templates rendered when it is a string.
     fn get(&self, name: &str) -> Result<Option<Value>, InventoryError> {
-        match self.inventory.host_var(self.host, name) {
+        let value = self.inventory.host_var(self.host, name);
+        if let Some(text) = value.as_ref().and_then(super::unsafe_text) {
+            return Ok(Some(Value::String(text.to_string())));
+        }
+        match value {
             Some(Value::String(s)) => jinja::render(self.inventory, self.host, &s)
                 .map(|s| Some(Value::String(s)))
                 .map_err(|e| self.error(name, e)),

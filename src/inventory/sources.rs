@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::hostpattern::parse_address;
 use super::model::InventoryData;
 use super::vars_files::python_extension;
 use super::yaml_load::{self, Yaml};
@@ -34,6 +35,9 @@ pub fn parse_source(data: &mut InventoryData, source: &Path) -> Result<(), Inven
             parse_source(data, &source.join(name))?;
         }
         return Ok(());
+    }
+    if let Some(list) = host_list(source) {
+        return add_host_list(data, source, list);
     }
     if !source.exists() {
         return Err(InventoryError::Missing {
@@ -90,6 +94,34 @@ pub fn parse_source(data: &mut InventoryData, source: &Path) -> Result<(), Inven
             _ => Err(parse_error(Some(ini_error.line), ini_error.message)),
         },
     }
+}
+
+/// `-i 'node1,node2:2222,'`: a comma-separated host list (Ansible's host_list plugin), when no
+/// file has that name.
+pub fn host_list(source: &Path) -> Option<&str> {
+    let text = source.to_str()?;
+    (text.contains(',') && !source.exists()).then_some(text)
+}
+
+fn add_host_list(
+    data: &mut InventoryData,
+    source: &Path,
+    list: &str,
+) -> Result<(), InventoryError> {
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        // Ranges are not expanded here; such an entry is taken literally, like Ansible does.
+        let (host, port) = parse_address(entry)
+            .filter(|(host, _)| !host.contains('['))
+            .unwrap_or_else(|| (entry.to_string(), None));
+        if !data.hosts.contains_key(&host) {
+            data.add_host(&host, "ungrouped", port)
+                .map_err(|e| InventoryError::Invalid {
+                    path: source.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(unix)]

@@ -134,7 +134,8 @@ fn add_hosts(
         data.add_host(&host, group, port)
             .map_err(|e| e.to_string())?;
         for (key, value) in vars {
-            data.set_host_var(&host, &key.key_string(), value.to_json());
+            data.set_host_var(&host, &key.key_string(), value.to_json())
+                .map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -147,7 +148,7 @@ fn is_truthy(value: &Yaml) -> bool {
         Yaml::Bool(b) => *b,
         Yaml::Int(i) => *i != 0,
         Yaml::Float(f) => *f != 0.0,
-        Yaml::Str(s) => !s.is_empty(),
+        Yaml::Str(s) | Yaml::Unsafe(s) => !s.is_empty(),
         Yaml::Seq(items) => !items.is_empty(),
         Yaml::Map(pairs) => !pairs.is_empty(),
     }

@@ -15,6 +15,8 @@ pub enum Yaml {
     Int(i128),
     Float(f64),
     Str(String),
+    /// `!unsafe`: a string Ansible never templates.
+    Unsafe(String),
     Seq(Vec<Yaml>),
     Map(Vec<(Yaml, Yaml)>),
 }
@@ -29,8 +31,12 @@ pub struct LoadError {
 /// Aliases may not expand a document beyond this many nodes ("billion laughs").
 const MAX_NODES: usize = 1_000_000;
 
-/// Loads the single document of `text`; `Ok(None)` for an empty stream.
+/// Loads the single document of `text`; `Ok(None)` for an empty stream. Like Ansible's
+/// loader, text that is valid JSON is read as JSON (`1e3` is then a number, not a string).
 pub fn load(text: &str) -> Result<Option<Yaml>, LoadError> {
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        return Ok(Some(from_json(value)));
+    }
     let mut builder = Builder {
         anchors: HashMap::new(),
         nodes: 0,
@@ -43,6 +49,9 @@ pub fn load(text: &str) -> Result<Option<Yaml>, LoadError> {
             line: Some(e.marker().line()),
             message: e.to_string(),
         })?;
+        if !meaningful(&event) {
+            continue;
+        }
         match event {
             Event::DocumentStart(..) => {
                 documents += 1;
@@ -149,17 +158,38 @@ impl Builder {
 fn next<'a>(
     parser: &mut Parser<'a, serde_saphyr::granit_parser::StrInput<'a>>,
 ) -> Result<(Event<'a>, usize), LoadError> {
-    match parser.next_event() {
-        Some(Ok((event, span))) => Ok((event, span.start.line())),
-        Some(Err(e)) => Err(LoadError {
-            line: Some(e.marker().line()),
-            message: e.to_string(),
-        }),
-        None => Err(LoadError {
-            line: None,
-            message: "unexpected end of the document".into(),
-        }),
+    loop {
+        match parser.next_event() {
+            Some(Ok((event, _))) if !meaningful(&event) => continue,
+            Some(Ok((event, span))) => return Ok((event, span.start.line())),
+            Some(Err(e)) => {
+                return Err(LoadError {
+                    line: Some(e.marker().line()),
+                    message: e.to_string(),
+                });
+            }
+            None => {
+                return Err(LoadError {
+                    line: None,
+                    message: "unexpected end of the document".into(),
+                });
+            }
+        }
     }
+}
+
+/// Nodes and structure; comments and anchor metadata carry no data.
+fn meaningful(event: &Event<'_>) -> bool {
+    event.is_node()
+        || matches!(
+            event,
+            Event::SequenceEnd
+                | Event::MappingEnd
+                | Event::StreamStart
+                | Event::StreamEnd
+                | Event::DocumentStart(..)
+                | Event::DocumentEnd
+        )
 }
 
 fn size(node: &Yaml) -> usize {
@@ -228,7 +258,7 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Yaml, Str
     };
     if tag.handle() == "!" {
         return match tag.suffix() {
-            "unsafe" => Ok(Yaml::Str(text.to_string())),
+            "unsafe" => Ok(Yaml::Unsafe(text.to_string())),
             "vault" => Err(VAULT_TAG.into()),
             other => Err(format!(
                 "could not determine a constructor for the tag '!{other}'"
@@ -252,8 +282,8 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Yaml, Str
 }
 
 /// The message for an inline `!vault` value; the caller adds the file.
-pub const VAULT_TAG: &str =
-    "contains a !vault encrypted value; dropship cannot decrypt Ansible Vault";
+pub const VAULT_TAG: &str = "holds a !vault encrypted value; dropship cannot decrypt Ansible Vault: \
+    decrypt it (ansible-vault decrypt) or move the vault variables out of the inventory";
 
 /// PyYAML's implicit resolvers for plain scalars (YAML 1.1).
 fn resolve_plain(text: &str) -> Yaml {
@@ -427,6 +457,7 @@ impl Yaml {
             Yaml::Int(i) => int_json(*i),
             Yaml::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
             Yaml::Str(s) => Value::String(s.clone()),
+            Yaml::Unsafe(s) => super::unsafe_value(s),
             Yaml::Seq(items) => Value::Array(items.iter().map(Yaml::to_json).collect()),
             Yaml::Map(pairs) => {
                 let mut map = Map::new();
@@ -441,7 +472,7 @@ impl Yaml {
     /// How json.dumps spells a mapping key.
     pub fn key_string(&self) -> String {
         match self {
-            Yaml::Str(s) => s.clone(),
+            Yaml::Str(s) | Yaml::Unsafe(s) => s.clone(),
             Yaml::Null => "null".into(),
             Yaml::Bool(b) => b.to_string(),
             Yaml::Int(i) => i.to_string(),
@@ -464,10 +495,29 @@ impl Yaml {
             Yaml::Bool(_) => "bool",
             Yaml::Int(_) => "int",
             Yaml::Float(_) => "float",
-            Yaml::Str(_) => "str",
+            Yaml::Str(_) | Yaml::Unsafe(_) => "str",
             Yaml::Seq(_) => "list",
             Yaml::Map(_) => "dict",
         }
+    }
+}
+
+fn from_json(value: Value) -> Yaml {
+    match value {
+        Value::Null => Yaml::Null,
+        Value::Bool(b) => Yaml::Bool(b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Yaml::Int(i.into()),
+            (_, Some(u)) => Yaml::Int(u.into()),
+            _ => Yaml::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Yaml::Str(s),
+        Value::Array(items) => Yaml::Seq(items.into_iter().map(from_json).collect()),
+        Value::Object(map) => Yaml::Map(
+            map.into_iter()
+                .map(|(k, v)| (Yaml::Str(k), from_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -512,7 +562,7 @@ mod tests {
     fn tags_and_errors() {
         assert_eq!(
             json_of("a: !unsafe '{{ x }}'\nb: !!str 1"),
-            json!({"a": "{{ x }}", "b": "1"})
+            json!({"a": {"__ansible_unsafe": "{{ x }}"}, "b": "1"})
         );
         assert!(load("a: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n").is_err());
         assert!(load("a: [1").unwrap_err().line.is_some());
