@@ -190,14 +190,14 @@ async fn pull_and_inspect(
     policy: RetryPolicy,
     seed: Option<u64>,
 ) -> Result<Inspected, SourceError> {
-    if pull == PullPolicy::IfMissing {
-        if let Ok(held) = daemon.inspect(reference).await {
-            tracing::debug!(
-                "{reference}: {} already holds it, not pulling",
-                daemon.name()
-            );
-            return Ok(held);
-        }
+    if pull == PullPolicy::IfMissing
+        && let Ok(held) = daemon.inspect(reference).await
+    {
+        tracing::debug!(
+            "{reference}: {} already holds it, not pulling",
+            daemon.name()
+        );
+        return Ok(held);
     }
     let mut jitter = Jitter::new(seed, &reference.to_string());
     let warn = |attempt, e: &SourceError, delay: std::time::Duration| {

@@ -495,6 +495,26 @@ impl Vars<'_> {
     }
 }
 
+/// The hosts an operation acts on: those `pattern` selects, less the bastion and
+/// `ansible_connection=local` hosts, resolved, in inventory order.
+pub fn targets(
+    inventory: &Inventory,
+    pattern: &str,
+) -> Result<Vec<HostConnection>, InventoryError> {
+    let bastion = bastion_host(inventory);
+    let mut targets = Vec::new();
+    for name in inventory.select(pattern)? {
+        if Some(&name) == bastion.as_ref() {
+            continue;
+        }
+        let host = resolve(inventory, &name)?;
+        if !host.local {
+            targets.push(host);
+        }
+    }
+    Ok(targets)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,24 +647,4 @@ mod tests {
         let err = resolve(&inv, "n3").unwrap_err().to_string();
         assert!(err.contains("n3") && err.contains("lookup"), "{err}");
     }
-}
-
-/// The hosts an operation acts on: those `pattern` selects, less the bastion and
-/// `ansible_connection=local` hosts, resolved, in inventory order.
-pub fn targets(
-    inventory: &Inventory,
-    pattern: &str,
-) -> Result<Vec<HostConnection>, InventoryError> {
-    let bastion = bastion_host(inventory);
-    let mut targets = Vec::new();
-    for name in inventory.select(pattern)? {
-        if Some(&name) == bastion.as_ref() {
-            continue;
-        }
-        let host = resolve(inventory, &name)?;
-        if !host.local {
-            targets.push(host);
-        }
-    }
-    Ok(targets)
 }
