@@ -130,16 +130,18 @@ fn ansible_list_hosts(
     ansible: &Ansible,
     case: &Case,
     pattern: &str,
+    hash_seed: Option<u32>,
 ) -> Result<Vec<String>, String> {
-    let out = ansible.run(
-        "ansible",
-        &[
-            vec![pattern.to_string()],
-            case.source_args(),
-            args(&["--list-hosts"]),
-        ]
-        .concat(),
-    );
+    let cli_args = [
+        vec![pattern.to_string()],
+        case.source_args(),
+        args(&["--list-hosts"]),
+    ]
+    .concat();
+    let out = match hash_seed {
+        Some(seed) => ansible.run_with_hash_seed("ansible", &cli_args, seed),
+        None => ansible.run("ansible", &cli_args),
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.success() {
         return Err(stderr.into_owned());
@@ -157,9 +159,12 @@ fn ansible_list_hosts(
 }
 
 /// Ansible walks nested groups through a Python set, so where two groups at the same depth
-/// both have children its host order can change from run to run. Asks it a few more times.
+/// both have children its host order depends on the process's hash seed. Asks it again under
+/// a few seeds.
 fn ansible_order_varies(ansible: &Ansible, case: &Case, pattern: &str, first: &[String]) -> bool {
-    (0..4).any(|_| ansible_list_hosts(ansible, case, pattern).is_ok_and(|again| again != first))
+    (0..10).any(|seed| {
+        ansible_list_hosts(ansible, case, pattern, Some(seed)).is_ok_and(|again| again != first)
+    })
 }
 
 fn same_members(a: &[String], b: &[String]) -> bool {
@@ -178,7 +183,7 @@ fn compare_patterns(ansible: &Ansible, case: &Case) -> Vec<String> {
     };
     let mut problems = Vec::new();
     for pattern in std::iter::once("all").chain(case.patterns.iter().map(String::as_str)) {
-        let expected = ansible_list_hosts(ansible, case, pattern);
+        let expected = ansible_list_hosts(ansible, case, pattern, None);
         let actual = inventory.select(pattern);
         match (&expected, &actual) {
             (Ok(e), Ok(a)) if e == a => {}

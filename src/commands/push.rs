@@ -3,7 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::Context;
+use futures::FutureExt;
 
 use crate::cli::{GlobalArgs, PushArgs};
 use crate::image::localhost::LocalDaemon;
@@ -12,7 +15,7 @@ use crate::image::source::{self, FetchReport};
 use crate::image::{Cache, ImageRef};
 use crate::inventory::Inventory;
 use crate::push::decide::WantedImage;
-use crate::push::node::NodeContext;
+use crate::push::node::{NodeContext, Wanted};
 use crate::push::plan::{self, Delegate, Plan};
 use crate::push::progress::Progress;
 use crate::report::RunReport;
@@ -34,9 +37,42 @@ pub async fn run(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<ExitCod
     let connector = Connector::new(ConnectOptions::from_args(&args.connect).map_err(UsageError)?);
     let cache = Cache::open(&plan.cache_dir, Some(plan.zstd_level))
         .with_context(|| format!("opening the image cache {}", plan.cache_dir.display()))?;
-    let fetched = fetch(&plan, args, &connector, &cache).await?;
-    let wanted = plan
-        .images
+    let progress = Progress::new(plan.targets.len());
+    // Nodes connect and gather facts while the delegate downloads; they wait for this only
+    // when they need the images.
+    let wanted: Wanted = async {
+        let fetched = fetch(&plan, args, &connector, &cache).await?;
+        wanted_images(&plan, &cache, &fetched)
+    }
+    .map(|result| result.map(Arc::new).map_err(|e| Arc::new(format!("{e:#}"))))
+    .boxed_local()
+    .shared();
+    let ctx = NodeContext {
+        connector: &connector,
+        cache: &cache,
+        wanted: wanted.clone(),
+        settings: &plan.settings,
+        progress: &progress,
+    };
+    let (report, downloaded) = tokio::join!(crate::push::run(&ctx, &plan.targets), wanted);
+    if let Err(reason) = downloaded {
+        progress.finish();
+        anyhow::bail!("{reason}");
+    }
+    report.write_recap(&mut std::io::stdout().lock())?;
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    exit_code(&report)
+}
+
+/// The images the plan names, as the cache now holds them.
+fn wanted_images(
+    plan: &Plan,
+    cache: &Cache,
+    fetched: &FetchReport,
+) -> anyhow::Result<Vec<WantedImage>> {
+    plan.images
         .iter()
         .zip(&fetched.images)
         .map(|(reference, image)| {
@@ -51,21 +87,7 @@ pub async fn run(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<ExitCod
                 record,
             })
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let progress = Progress::new(plan.targets.len());
-    let ctx = NodeContext {
-        connector: &connector,
-        cache: &cache,
-        wanted: &wanted,
-        settings: &plan.settings,
-        progress: &progress,
-    };
-    let report = crate::push::run(&ctx, &plan.targets).await;
-    report.write_recap(&mut std::io::stdout().lock())?;
-    if let Some(path) = &args.json {
-        write_json(path, &report)?;
-    }
-    exit_code(&report)
+        .collect()
 }
 
 /// Fill the cache from the delegate, or (`--offline`) only check that it has every image.

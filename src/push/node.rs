@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use futures::future::{LocalBoxFuture, Shared};
 use sha2::{Digest as _, Sha256};
 
 use super::decide::{Decision, Delta, NodeImages, WantedImage, decide};
@@ -42,10 +43,14 @@ pub struct PushSettings {
     pub check: bool,
 }
 
+/// The images to push, once the delegate has filled the cache. Nodes connect and gather their
+/// facts while the download runs, and wait for this only when they need it.
+pub type Wanted<'a> = Shared<LocalBoxFuture<'a, Result<Arc<Vec<WantedImage>>, Arc<String>>>>;
+
 pub struct NodeContext<'a> {
     pub connector: &'a Connector,
     pub cache: &'a Cache,
-    pub wanted: &'a [WantedImage],
+    pub wanted: Wanted<'a>,
     pub settings: &'a PushSettings,
     pub progress: &'a Progress,
 }
@@ -75,6 +80,8 @@ pub enum NodeError {
     },
     #[error("{host}: {source}")]
     Cache { host: String, source: CacheError },
+    #[error("{host}: nothing to push, the download failed: {reason}")]
+    Download { host: String, reason: Arc<String> },
 }
 
 impl Transient for NodeError {
@@ -87,7 +94,8 @@ impl Transient for NodeError {
             NodeError::Facts(_)
             | NodeError::NoDocker { .. }
             | NodeError::Mismatch { .. }
-            | NodeError::Cache { .. } => false,
+            | NodeError::Cache { .. }
+            | NodeError::Download { .. } => false,
         }
     }
 }
@@ -189,19 +197,27 @@ async fn act(
         });
     }
     require_docker(host, facts)?;
+    let wanted = ctx
+        .wanted
+        .clone()
+        .await
+        .map_err(|reason| NodeError::Download {
+            host: host.to_string(),
+            reason,
+        })?;
+    let wanted = wanted.as_slice();
     let node = NodeImages::from_facts(facts);
     let delta = if ctx.settings.delta && accepts_delta(facts) {
         Delta::Allowed
     } else {
         Delta::Off
     };
-    let decision = decide(ctx.wanted, &node, delta);
+    let decision = decide(wanted, &node, delta);
     let sending: Vec<usize> = match &decision {
         Decision::UpToDate => Vec::new(),
         Decision::Send { images, .. } => images.clone(),
     };
-    let images = ctx
-        .wanted
+    let images = wanted
         .iter()
         .enumerate()
         .map(|(i, image)| ImageResult {
@@ -223,7 +239,7 @@ async fn act(
             notes: Vec::new(),
         });
     };
-    let chosen: Vec<&WantedImage> = sending.iter().map(|&i| &ctx.wanted[i]).collect();
+    let chosen: Vec<&WantedImage> = sending.iter().map(|&i| &wanted[i]).collect();
     let ids: Vec<ImageId> = chosen.iter().map(|w| w.record.id).collect();
     let cache_error = |source| NodeError::Cache {
         host: host.to_string(),

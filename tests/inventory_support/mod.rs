@@ -152,30 +152,25 @@ impl Ansible {
     /// empty HOME, so no ansible.cfg or playbook-adjacent group_vars can leak in.
     pub fn run(&self, program: &str, args: &[String]) -> CliOutput {
         let idle = self.idle.lock().unwrap().pop();
-        let mut server = idle.unwrap_or_else(|| self.start_server());
-        let request = serde_json::json!({ "program": program, "args": args });
-        writeln!(server.requests, "{request}").expect("oracle server accepts requests");
-        server
-            .requests
-            .flush()
-            .expect("oracle server accepts requests");
-        let mut line = String::new();
-        server
-            .replies
-            .read_line(&mut line)
-            .expect("oracle server replies");
-        let reply: Reply = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("oracle server reply {line:?}: {e}"));
+        let mut server = idle.unwrap_or_else(|| self.start_server(None));
+        let output = ask(&mut server, program, args);
         self.idle.lock().unwrap().push(server);
-        CliOutput {
-            code: reply.status,
-            stdout: reply.stdout.into_bytes(),
-            stderr: reply.stderr.into_bytes(),
-        }
+        output
     }
 
-    fn start_server(&self) -> Server {
-        let mut child = Command::new(self.bin.join("python"))
+    /// Like `run`, in a fresh Python process with a given `PYTHONHASHSEED`: forked children
+    /// share their server's seed, so only fresh processes show whether an answer depends on
+    /// Python's set order.
+    pub fn run_with_hash_seed(&self, program: &str, args: &[String], seed: u32) -> CliOutput {
+        ask(&mut self.start_server(Some(seed)), program, args)
+    }
+
+    fn start_server(&self, hash_seed: Option<u32>) -> Server {
+        let mut python = Command::new(self.bin.join("python"));
+        if let Some(seed) = hash_seed {
+            python.env("PYTHONHASHSEED", seed.to_string());
+        }
+        let mut child = python
             .arg(repo().join("tests/inventory_support/oracle_server.py"))
             .current_dir(self.scratch.path())
             .env("HOME", self.scratch.path())
@@ -194,6 +189,27 @@ impl Ansible {
             requests,
             replies,
         }
+    }
+}
+
+fn ask(server: &mut Server, program: &str, args: &[String]) -> CliOutput {
+    let request = serde_json::json!({ "program": program, "args": args });
+    writeln!(server.requests, "{request}").expect("oracle server accepts requests");
+    server
+        .requests
+        .flush()
+        .expect("oracle server accepts requests");
+    let mut line = String::new();
+    server
+        .replies
+        .read_line(&mut line)
+        .expect("oracle server replies");
+    let reply: Reply =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("oracle server reply {line:?}: {e}"));
+    CliOutput {
+        code: reply.status,
+        stdout: reply.stdout.into_bytes(),
+        stderr: reply.stderr.into_bytes(),
     }
 }
 
