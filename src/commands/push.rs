@@ -51,6 +51,10 @@ pub async fn run(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<ExitCod
         connector: &connector,
         cache: &cache,
         wanted: wanted.clone(),
+        delegate: match &plan.delegate {
+            Delegate::Host(host) => Some(host.name.as_str()),
+            Delegate::Localhost => None,
+        },
         settings: &plan.settings,
         progress: &progress,
     };

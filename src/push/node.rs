@@ -51,6 +51,8 @@ pub struct NodeContext<'a> {
     pub connector: &'a Connector,
     pub cache: &'a Cache,
     pub wanted: Wanted<'a>,
+    /// The remote download delegate, whose facts are only worth reading after the download.
+    pub delegate: Option<&'a str>,
     pub settings: &'a PushSettings,
     pub progress: &'a Progress,
 }
@@ -163,6 +165,10 @@ async fn attempt(
     let host = target.connection.name.as_str();
     ctx.progress.step(host, "connecting");
     let session = ctx.connector.connect(&target.connection).await?;
+    if ctx.delegate == Some(host) {
+        // It pulls the images itself: read its facts afterwards, or they miss them.
+        let _ = ctx.wanted.clone().await;
+    }
     let become_ = target.connection.become_.as_ref();
     let facts = facts::gather(&session, &ctx.settings.local_release_dir, become_).await?;
     let outcome = act(ctx, target, &session, &facts, sent).await;
