@@ -10,7 +10,8 @@
 #   scripts/testbed.sh env           print shell variables a test needs (eval "$(... env)")
 #   scripts/testbed.sh ssh HOST [CMD...]        ssh -J through the bastion, as root
 #   scripts/testbed.sh exec HOST CMD...         run CMD inside HOST's namespaces (no SSH)
-#   scripts/testbed.sh start|stop HOST sshd|dockerd   start or stop one server (failure tests)
+#   scripts/testbed.sh start|stop HOST sshd|dockerd   start or stop one server (failure tests);
+#                                                     the bastion runs only sshd
 #
 # Layout of instance n (0 <= n <= 127), everything derived from TESTBED_ID:
 #   namespaces   ds<n>-bastion, ds<n>-node1..N; root end of the bastion link: ds<n>-root
@@ -402,11 +403,15 @@ start_control_dockerd() {
 }
 
 start_bastion() {
+	start_bastion_sshd
+	running_pid registry >/dev/null ||
+		start_bg registry docker-registry ip netns exec "$BASTION_NS" docker-registry serve "$STATE/etc/registry.yml"
+}
+
+start_bastion_sshd() {
 	[[ -d /run/sshd ]] || mkdir -m 755 /run/sshd # privilege separation (the bastion shares our /run)
 	running_pid bastion-sshd >/dev/null ||
 		start_bg bastion-sshd "$SSHD" ip netns exec "$BASTION_NS" "$SSHD" -D -f "$STATE/etc/bastion.sshd_config" -E "$STATE/log/bastion-sshd.log"
-	running_pid registry >/dev/null ||
-		start_bg registry docker-registry ip netns exec "$BASTION_NS" docker-registry serve "$STATE/etc/registry.yml"
 }
 
 tcp_open() { # ADDR PORT [NS]
@@ -648,8 +653,12 @@ cmd_exec() {
 	if [[ $host == bastion ]]; then in_ns "$BASTION_NS" "$@"; else enter_node "$host" "$@"; fi
 }
 
-cmd_start_stop() { # start|stop NODE sshd|dockerd
-	local action=$1 node=${2:?usage: start|stop NODE sshd|dockerd} server=${3:?usage: start|stop NODE sshd|dockerd}
+cmd_start_stop() { # start|stop HOST sshd|dockerd
+	local action=$1 node=${2:?usage: start|stop HOST sshd|dockerd} server=${3:?usage: start|stop HOST sshd|dockerd}
+	if [[ $node == bastion ]]; then
+		bastion_start_stop "$action" "$server"
+		return
+	fi
 	if ! [[ $node =~ ^node[0-9]+$ ]] || ((${node#node} > $(node_count))); then die "no such node: $node"; fi
 	case "$action-$server" in
 	stop-sshd | stop-dockerd) stop_bg "$node-$server" ;;
@@ -663,6 +672,17 @@ cmd_start_stop() { # start|stop NODE sshd|dockerd
 		wait_dockerd "$node" "$STATE/$node" $(node_dockerd_launcher "$node")
 		;;
 	*) die "unknown server '$server' (sshd or dockerd)" ;;
+	esac
+}
+
+bastion_start_stop() { # start|stop sshd: the bastion's registry stays up
+	case "$1-$2" in
+	stop-sshd) stop_bg bastion-sshd ;;
+	start-sshd)
+		start_bastion_sshd
+		wait_for "bastion sshd" 10 tcp_open "$BASTION_ADDR" 22 || die "bastion sshd did not start: $STATE/log/bastion-sshd.log"
+		;;
+	*) die "the bastion runs no '$2' (only sshd)" ;;
 	esac
 }
 
