@@ -408,6 +408,10 @@ start_bastion() {
 		start_bg registry docker-registry ip netns exec "$BASTION_NS" docker-registry serve "$STATE/etc/registry.yml"
 }
 
+# Up while the registry runs: failure tests stop the bastion's sshd, never the registry, and
+# the instance is still up (and `env` still answers) meanwhile.
+is_up() { running_pid registry >/dev/null; }
+
 start_bastion_sshd() {
 	[[ -d /run/sshd ]] || mkdir -m 755 /run/sshd # privilege separation (the bastion shares our /run)
 	running_pid bastion-sshd >/dev/null ||
@@ -522,7 +526,7 @@ cmd_up() {
 		command -v "$tool" >/dev/null || die "$tool is missing: run scripts/install-deps.sh"
 	done
 	mkdir -p "$STATE"/{run,log,etc,registry}
-	if [[ -s $STATE/nodes && $(node_count) != "$n" ]] && running_pid bastion-sshd >/dev/null; then
+	if [[ -s $STATE/nodes && $(node_count) != "$n" ]] && is_up; then
 		die "instance $ID is up with $(node_count) nodes: run scripts/testbed.sh down first"
 	fi
 	echo "$n" >"$STATE/nodes"
@@ -607,7 +611,7 @@ memory_use() {
 }
 
 cmd_env() {
-	if ! running_pid bastion-sshd >/dev/null || [[ ! -s $INVENTORY_DIR/hosts.ini ]]; then
+	if ! is_up || [[ ! -s $INVENTORY_DIR/hosts.ini ]]; then
 		log "instance $ID is not up: run scripts/testbed.sh up"
 		return 1
 	fi
