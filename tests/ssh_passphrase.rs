@@ -1,18 +1,17 @@
 //! Encrypted keys: the passphrase comes from DROPSHIP_SSH_PASSPHRASE (no TTY in tests).
 //! Alone in its test binary because it sets a process environment variable.
 
-mod ssh_support;
+mod common;
 
 use dropship::ssh::{ConnectOptions, Connector, PASSPHRASE_ENV, RemoteCommand, SshError};
-use ssh_support::Testbed;
 
 #[test]
 fn an_encrypted_key_needs_its_passphrase() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_ed25519");
-    std::fs::copy(tb.key(), &key).unwrap();
+    std::fs::copy(&tb.key, &key).unwrap();
     // The test bed's own (authorized) key, re-encrypted.
     let status = std::process::Command::new("ssh-keygen")
         .args(["-q", "-p", "-P", "", "-N", "s3cret pass", "-f"])
@@ -25,10 +24,12 @@ fn an_encrypted_key_needs_its_passphrase() {
         unsafe { std::env::set_var(PASSPHRASE_ENV, passphrase) };
         let options = ConnectOptions {
             private_key: Some(key.clone()),
-            ..tb.options()
+            ..tb.connect_options()
         };
         tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let session = Connector::new(options).connect(&tb.host("node1")).await?;
+            let session = Connector::new(options)
+                .connect(&tb.host_connection(tb.node("node1")))
+                .await?;
             session.exec(&RemoteCommand::new(["true"])).run().await
         })
     };

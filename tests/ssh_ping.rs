@@ -1,17 +1,17 @@
 //! `dropship ping` against the test bed: its output, JSON and exit code.
 
-mod ssh_support;
+mod common;
 
 use std::process::Command;
 
-use ssh_support::{Restart, Testbed};
+use common::Testbed;
 
 fn ping(tb: &Testbed, extra: &[&str]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_dropship"))
         .args([
             "ping",
             "-i",
-            tb.var("TESTBED_INVENTORY"),
+            tb.inventory_ini.to_str().unwrap(),
             "--connect-timeout",
             "5",
         ])
@@ -29,13 +29,13 @@ fn ping(tb: &Testbed, extra: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn every_node_answers_with_its_facts() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("ping.json");
     let (code, stdout, stderr) = ping(&tb, &["--json", json.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    for node in tb.nodes() {
+    for node in tb.nodes.iter().map(|node| &node.name) {
         let line = stdout
             .lines()
             .find(|l| l.starts_with(&format!("{node} ")))
@@ -55,7 +55,7 @@ fn every_node_answers_with_its_facts() {
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(
         report["hosts"].as_array().unwrap().len(),
-        tb.nodes().len(),
+        tb.nodes.len(),
         "the bastion is not a target"
     );
     assert_eq!(report["bastions"][0]["reachable"], true);
@@ -63,14 +63,11 @@ fn every_node_answers_with_its_facts() {
 
 #[test]
 fn a_node_with_sshd_stopped_fails_the_run_and_is_named() {
-    let Some(tb) = Testbed::get() else { return };
-    let _exclusive = tb.lock(true);
-    tb.server("stop", "node1", "sshd");
-    let _restart = Restart {
-        testbed: &tb,
-        host: "node1",
-        server: "sshd",
-    };
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
+    let node1 = tb.node("node1");
+    tb.stop_sshd(node1);
+    let _restart = common::defer(|| tb.start_sshd(node1));
     let (code, stdout, stderr) = ping(&tb, &[]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(
@@ -86,9 +83,10 @@ fn a_node_with_sshd_stopped_fails_the_run_and_is_named() {
 
 #[test]
 fn a_dead_bastion_fails_every_host_at_once_naming_it() {
-    let Some(tb) = Testbed::get() else { return };
-    let _exclusive = tb.lock(true);
-    let _back = ssh_support::stop_bastion_sshd(&tb);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
+    tb.stop_bastion_sshd();
+    let _restart = common::defer(|| tb.start_bastion_sshd());
     std::thread::sleep(std::time::Duration::from_millis(300));
     let started = std::time::Instant::now();
     let (code, stdout, stderr) = ping(&tb, &[]);
@@ -97,7 +95,7 @@ fn a_dead_bastion_fails_every_host_at_once_naming_it() {
         "within the 5 s timeout"
     );
     assert_eq!(code, 1, "{stdout}{stderr}");
-    for node in tb.nodes() {
+    for node in tb.nodes.iter().map(|node| &node.name) {
         let line = stdout
             .lines()
             .find(|l| l.starts_with(&format!("{node} ")))
@@ -117,8 +115,8 @@ fn a_dead_bastion_fails_every_host_at_once_naming_it() {
 
 #[test]
 fn the_limit_selects_hosts() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     let (code, stdout, stderr) = ping(&tb, &["-l", "node2", "--json", "-"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("1 host(s): 1 reachable"), "{stdout}");
@@ -127,12 +125,12 @@ fn the_limit_selects_hosts() {
 
 #[test]
 fn accept_new_learns_an_unknown_node_once() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     let dir = tempfile::tempdir().unwrap();
     let known_hosts = dir.path().join("known_hosts");
-    let bastion = tb.var("TESTBED_BASTION");
-    let bastion_line = std::fs::read_to_string(tb.known_hosts())
+    let bastion = &tb.bastion;
+    let bastion_line = std::fs::read_to_string(&tb.known_hosts)
         .unwrap()
         .lines()
         .find(|l| l.starts_with(&format!("{bastion} ")))
@@ -142,7 +140,7 @@ fn accept_new_learns_an_unknown_node_once() {
     let file = known_hosts.to_str().unwrap();
     let (code, stdout, stderr) = ping(&tb, &["-l", "node1", "--known-hosts", file]);
     assert_eq!(code, 1, "{stdout}{stderr}");
-    let node1 = tb.node_addr("node1");
+    let node1 = &tb.node("node1").address;
     assert!(
         stdout.contains("is not known") && stdout.contains(&format!("{node1} ssh-ed25519 ")),
         "{stdout}"

@@ -1,16 +1,16 @@
 //! The SSH transport against the test bed's real sshd servers (bastion + nodes).
 //! Run with a test bed up: `TESTBED_ID=<n> scripts/testbed.sh up`, then `TESTBED_ID=<n> cargo test --test ssh_testbed`.
 
-mod ssh_support;
+mod common;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::Testbed;
 use dropship::facts;
 use dropship::ssh::{ConnectOptions, Connector, ExitStatus, RemoteCommand, SshError};
-use ssh_support::{Restart, Testbed};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -22,15 +22,16 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn every_node_through_one_bastion_connection() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     runtime().block_on(async {
         let connector = Connector::new(ConnectOptions {
             bastion_connections: 1,
-            ..tb.options()
+            ..tb.connect_options()
         });
-        let tasks = tb.nodes().into_iter().map(|node| {
-            let (connector, host) = (connector.clone(), tb.host(&node));
+        let tasks = tb.nodes.iter().map(|node| {
+            let (connector, host) = (connector.clone(), tb.host_connection(node));
+            let node = node.name.clone();
             tokio::spawn(async move {
                 let session = connector.connect(&host).await?;
                 let cat = RemoteCommand::new(["cat"]);
@@ -51,7 +52,7 @@ fn every_node_through_one_bastion_connection() {
             })
         });
         let results = futures::future::join_all(tasks).await;
-        let flatcar = tb.var("TESTBED_FLATCAR_NODE").to_string();
+        let flatcar = tb.flatcar_node.clone();
         for result in results {
             let (node, facts) = result.unwrap().unwrap();
             assert_eq!(facts.arch, std::env::consts::ARCH, "{node}");
@@ -83,16 +84,16 @@ fn every_node_through_one_bastion_connection() {
 /// connection: direct-tcpip channels are not sessions, and handshakes are rate-limited.
 #[test]
 fn thirty_sessions_at_once_over_one_bastion_connection() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     runtime().block_on(async {
         let connector = Connector::new(ConnectOptions {
             bastion_connections: 1,
-            ..tb.options()
+            ..tb.connect_options()
         });
-        let nodes = tb.nodes();
+        let nodes = &tb.nodes;
         let sessions = (0..30).map(|i| {
-            let host = tb.host(&nodes[i % nodes.len()]);
+            let host = tb.host_connection(&nodes[i % nodes.len()]);
             let connector = connector.clone();
             async move {
                 let session = connector.connect(&host).await?;
@@ -112,11 +113,14 @@ fn thirty_sessions_at_once_over_one_bastion_connection() {
 
 #[test]
 fn exit_codes_signals_and_stderr_come_back() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     runtime().block_on(async {
-        let connector = Connector::new(tb.options());
-        let session = connector.connect(&tb.host("node1")).await.unwrap();
+        let connector = Connector::new(tb.connect_options());
+        let session = connector
+            .connect(&tb.host_connection(tb.node("node1")))
+            .await
+            .unwrap();
         let failing = RemoteCommand::shell("echo out; echo 'it broke' >&2; exit 3");
         let output = session.exec(&failing).run().await.unwrap();
         assert_eq!(output.status, ExitStatus::Code(3));
@@ -160,11 +164,14 @@ fn exit_codes_signals_and_stderr_come_back() {
 
 #[test]
 fn dropping_a_running_command_closes_its_channel() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     runtime().block_on(async {
-        let connector = Connector::new(tb.options());
-        let session = connector.connect(&tb.host("node1")).await.unwrap();
+        let connector = Connector::new(tb.connect_options());
+        let session = connector
+            .connect(&tb.host_connection(tb.node("node1")))
+            .await
+            .unwrap();
         let marker = format!("dropship-cancel-{}", std::process::id());
         let endless = RemoteCommand::shell(format!("cat >/dev/null; : {marker}"));
         let running = session.exec(&endless).stdin(tokio::io::repeat(b'x')).run();
@@ -188,11 +195,14 @@ fn dropping_a_running_command_closes_its_channel() {
 
 #[test]
 fn stdout_streams_into_a_writer_and_capture_is_bounded() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     runtime().block_on(async {
-        let connector = Connector::new(tb.options());
-        let session = connector.connect(&tb.host("node1")).await.unwrap();
+        let connector = Connector::new(tb.connect_options());
+        let session = connector
+            .connect(&tb.host_connection(tb.node("node1")))
+            .await
+            .unwrap();
         let big = RemoteCommand::shell("head -c 20000000 /dev/zero");
         let mut sink = std::io::Cursor::new(Vec::new());
         let streamed = session.exec(&big).stdout_to(&mut sink).run().await.unwrap();
@@ -222,11 +232,14 @@ fn stdout_streams_into_a_writer_and_capture_is_bounded() {
 
 #[test]
 fn a_failing_stdin_source_ends_the_command_with_an_error() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     runtime().block_on(async {
-        let connector = Connector::new(tb.options());
-        let session = connector.connect(&tb.host("node1")).await.unwrap();
+        let connector = Connector::new(tb.connect_options());
+        let session = connector
+            .connect(&tb.host_connection(tb.node("node1")))
+            .await
+            .unwrap();
         let marker = format!("dropship-stdin-error-{}", std::process::id());
         let waiting = RemoteCommand::shell(format!("cat >/dev/null; : {marker}"));
         let chunks: Vec<std::io::Result<bytes::Bytes>> = vec![
@@ -260,18 +273,18 @@ fn a_failing_stdin_source_ends_the_command_with_an_error() {
 
 #[test]
 fn a_wrong_key_fails_naming_host_user_and_methods() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong_ed25519");
     keygen(&wrong, "");
     runtime().block_on(async {
         let connector = Connector::new(ConnectOptions {
             private_key: Some(wrong.clone()),
-            ..tb.options()
+            ..tb.connect_options()
         });
         let error = connector
-            .connect(&tb.host("node1"))
+            .connect(&tb.host_connection(tb.node("node1")))
             .await
             .err()
             .expect("a wrong key is refused");
@@ -292,8 +305,8 @@ fn a_wrong_key_fails_naming_host_user_and_methods() {
 
 #[test]
 fn an_agent_holding_the_key_is_enough() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     let mut agent = std::process::Command::new("ssh-agent")
@@ -308,7 +321,7 @@ fn an_agent_holding_the_key_is_enough() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let added = std::process::Command::new("ssh-add")
-        .arg(tb.key())
+        .arg(&tb.key)
         .env("SSH_AUTH_SOCK", &socket)
         .output()
         .unwrap();
@@ -320,9 +333,9 @@ fn an_agent_holding_the_key_is_enough() {
     let result = runtime().block_on(async {
         let connector = Connector::new(ConnectOptions {
             agent_socket: Some(socket.clone()),
-            ..tb.options()
+            ..tb.connect_options()
         });
-        let mut host = tb.host("node2");
+        let mut host = tb.host_connection(tb.node("node2"));
         host.private_key = None;
         host.jump.as_mut().unwrap().private_key = None;
         let session = connector.connect(&host).await?;
@@ -336,8 +349,8 @@ fn an_agent_holding_the_key_is_enough() {
 /// RSA user keys must sign with rsa-sha2 (OpenSSH refuses ssh-rsa/SHA-1 by default).
 #[test]
 fn an_rsa_key_signs_with_sha2() {
-    let Some(tb) = Testbed::get() else { return };
-    let _exclusive = tb.lock(true); // it authorizes a key on the test bed for a moment
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock(); // it authorizes a key on the test bed for a moment
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_rsa");
     let status = std::process::Command::new("ssh-keygen")
@@ -357,16 +370,18 @@ fn an_rsa_key_signs_with_sha2() {
         .status()
         .unwrap();
     assert!(status.success());
-    let authorized = Path::new(tb.var("TESTBED_STATE")).join("keys/authorized_keys");
+    let authorized = tb.state_dir.join("keys/authorized_keys");
     let original = std::fs::read_to_string(&authorized).unwrap();
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     std::fs::write(&authorized, format!("{original}{public}")).unwrap();
     let result = runtime().block_on(async {
         let options = ConnectOptions {
             private_key: Some(key.clone()),
-            ..tb.options()
+            ..tb.connect_options()
         };
-        let session = Connector::new(options).connect(&tb.host("node1")).await?;
+        let session = Connector::new(options)
+            .connect(&tb.host_connection(tb.node("node1")))
+            .await?;
         session.exec(&RemoteCommand::new(["true"])).run().await
     });
     std::fs::write(&authorized, original).unwrap();
@@ -375,18 +390,18 @@ fn an_rsa_key_signs_with_sha2() {
 
 #[test]
 fn unknown_host_refused_then_learned_with_accept_new() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     let dir = tempfile::tempdir().unwrap();
     let known_hosts = dir.path().join("known_hosts");
     std::fs::write(&known_hosts, bastion_line(&tb)).unwrap();
     runtime().block_on(async {
         let strict = Connector::new(ConnectOptions {
             known_hosts: Some(known_hosts.clone()),
-            ..tb.options()
+            ..tb.connect_options()
         });
         let error = strict
-            .connect(&tb.host("node1"))
+            .connect(&tb.host_connection(tb.node("node1")))
             .await
             .err()
             .expect("unknown host refused");
@@ -394,7 +409,7 @@ fn unknown_host_refused_then_learned_with_accept_new() {
             panic!("{error}")
         };
         assert!(
-            line.starts_with(&format!("{} ssh-ed25519 AAAA", tb.node_addr("node1"))),
+            line.starts_with(&format!("{} ssh-ed25519 AAAA", tb.node("node1").address)),
             "{line}"
         );
         assert!(
@@ -405,25 +420,31 @@ fn unknown_host_refused_then_learned_with_accept_new() {
         let learning = Connector::new(ConnectOptions {
             known_hosts: Some(known_hosts.clone()),
             accept_new: true,
-            ..tb.options()
+            ..tb.connect_options()
         });
-        learning.connect(&tb.host("node1")).await.unwrap();
+        learning
+            .connect(&tb.host_connection(tb.node("node1")))
+            .await
+            .unwrap();
         let text = std::fs::read_to_string(&known_hosts).unwrap();
         assert!(text.lines().any(|l| l == line), "learned: {text}");
 
         // Learned once: a strict run now trusts it.
-        strict.connect(&tb.host("node1")).await.unwrap();
+        strict
+            .connect(&tb.host_connection(tb.node("node1")))
+            .await
+            .unwrap();
     });
 }
 
 #[test]
 fn changed_host_key_refused_even_with_accept_new() {
-    let Some(tb) = Testbed::get() else { return };
-    let _shared = tb.lock(false);
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
     let dir = tempfile::tempdir().unwrap();
     let known_hosts = dir.path().join("known_hosts");
     // node1's address recorded with node3's key: what a man in the middle would look like.
-    let node3_key = line_for(&tb, &tb.node_addr("node3"))
+    let node3_key = line_for(&tb, &tb.node("node3").address)
         .split_once(' ')
         .unwrap()
         .1
@@ -433,7 +454,7 @@ fn changed_host_key_refused_even_with_accept_new() {
         format!(
             "{}{} {node3_key}\n",
             bastion_line(&tb),
-            tb.node_addr("node1")
+            tb.node("node1").address
         ),
     )
     .unwrap();
@@ -442,10 +463,10 @@ fn changed_host_key_refused_even_with_accept_new() {
             known_hosts: Some(known_hosts.clone()),
             accept_new: true,
             insecure_ignore_host_keys: true,
-            ..tb.options()
+            ..tb.connect_options()
         };
         let error = Connector::new(options)
-            .connect(&tb.host("node1"))
+            .connect(&tb.host_connection(tb.node("node1")))
             .await
             .err()
             .expect("changed key refused");
@@ -460,20 +481,20 @@ fn changed_host_key_refused_even_with_accept_new() {
 
 #[test]
 fn a_dead_bastion_fails_within_the_timeout() {
-    let Some(tb) = Testbed::get() else { return };
+    let Some(tb) = common::testbed() else { return };
     runtime().block_on(async {
         // sshd not listening: refused at once.
-        let mut host = tb.host("node1");
+        let mut host = tb.host_connection(tb.node("node1"));
         host.jump.as_mut().unwrap().port = 2;
         let started = Instant::now();
-        let error = Connector::new(tb.options()).connect(&host).await.err().unwrap();
+        let error = Connector::new(tb.connect_options()).connect(&host).await.err().unwrap();
         assert!(matches!(&error, SshError::Bastion { source, .. } if matches!(**source, SshError::Connect { .. })), "{error}");
         assert!(error.is_transient() && started.elapsed() < Duration::from_secs(2), "{error}");
 
         // A host that never answers (no such machine on the bastion's network): the timeout.
-        let mut host = tb.host("node1");
-        host.jump.as_mut().unwrap().address = tb.var("TESTBED_BASTION").rsplit_once('.').unwrap().0.to_string() + ".99";
-        let options = ConnectOptions { connect_timeout: Duration::from_secs(2), ..tb.options() };
+        let mut host = tb.host_connection(tb.node("node1"));
+        host.jump.as_mut().unwrap().address = tb.bastion.rsplit_once('.').unwrap().0.to_string() + ".99";
+        let options = ConnectOptions { connect_timeout: Duration::from_secs(2), ..tb.connect_options() };
         let started = Instant::now();
         let error = Connector::new(options).connect(&host).await.err().unwrap();
         let elapsed = started.elapsed();
@@ -484,19 +505,16 @@ fn a_dead_bastion_fails_within_the_timeout() {
 
 #[test]
 fn a_node_with_sshd_stopped_fails_and_the_others_pass() {
-    let Some(tb) = Testbed::get() else { return };
-    let _exclusive = tb.lock(true);
-    tb.server("stop", "node2", "sshd");
-    let _restart = Restart {
-        testbed: &tb,
-        host: "node2",
-        server: "sshd",
-    };
+    let Some(tb) = common::testbed() else { return };
+    let _lock = tb.lock();
+    let node2 = tb.node("node2");
+    tb.stop_sshd(node2);
+    let _restart = common::defer(|| tb.start_sshd(node2));
     runtime().block_on(async {
-        let connector = Connector::new(tb.options());
-        for node in tb.nodes() {
-            let result = connector.connect(&tb.host(&node)).await;
-            match (node.as_str(), result) {
+        let connector = Connector::new(tb.connect_options());
+        for node in &tb.nodes {
+            let result = connector.connect(&tb.host_connection(node)).await;
+            match (node.name.as_str(), result) {
                 ("node2", Err(error)) => {
                     assert!(matches!(error, SshError::Tunnel { .. }), "{error}");
                     assert!(
@@ -522,7 +540,7 @@ fn keygen(path: &Path, passphrase: &str) {
 
 /// The test bed's known_hosts line for `address` (without the host field's address).
 fn line_for(tb: &Testbed, address: &str) -> String {
-    std::fs::read_to_string(tb.known_hosts())
+    std::fs::read_to_string(&tb.known_hosts)
         .unwrap()
         .lines()
         .find(|l| l.split_whitespace().next() == Some(address))
@@ -531,5 +549,5 @@ fn line_for(tb: &Testbed, address: &str) -> String {
 }
 
 fn bastion_line(tb: &Testbed) -> String {
-    format!("{}\n", line_for(tb, tb.var("TESTBED_BASTION")))
+    format!("{}\n", line_for(tb, &tb.bastion))
 }

@@ -11,6 +11,10 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use dropship::inventory::connection::{HostConnection, JumpHost};
+use dropship::ssh::ConnectOptions;
 
 /// Debian's docker client, the one that matches the test bed's dockerd 20.10.
 pub const DOCKER: &str = "/usr/bin/docker";
@@ -220,6 +224,15 @@ impl Testbed {
         self.script(&["start", &node.name, "dockerd"]);
     }
 
+    /// Stops the bastion's sshd (its registry stays up): every node becomes unreachable.
+    pub fn stop_bastion_sshd(&self) {
+        self.script(&["stop", "bastion", "sshd"]);
+    }
+
+    pub fn start_bastion_sshd(&self) {
+        self.script(&["start", "bastion", "sshd"]);
+    }
+
     /// Kills the node's sshd *and* every session it serves (a node that dies mid-transfer);
     /// `start_sshd` brings it back.
     pub fn kill_sshd(&self, node: &Node) {
@@ -269,6 +282,46 @@ impl Testbed {
         ssh
     }
 
+    /// The bastion as dropship's SSH transport reaches it: as root, with the test bed's key and
+    /// known_hosts.
+    pub fn jump(&self) -> JumpHost {
+        JumpHost {
+            name: "bastion".into(),
+            address: self.bastion.clone(),
+            port: 22,
+            user: Some("root".into()),
+            private_key: Some(self.key.clone()),
+            known_hosts: Some(self.known_hosts.clone()),
+            strict_host_key_checking: None,
+        }
+    }
+
+    /// A node as the inventory would describe it: root, the test bed's key, through [`Self::jump`].
+    pub fn host_connection(&self, node: &Node) -> HostConnection {
+        HostConnection {
+            name: node.name.clone(),
+            address: node.address.clone(),
+            port: 22,
+            user: Some("root".into()),
+            private_key: Some(self.key.clone()),
+            become_: None,
+            jump: Some(self.jump()),
+            known_hosts: Some(self.known_hosts.clone()),
+            strict_host_key_checking: None,
+            local: false,
+        }
+    }
+
+    /// Options that use only what the tests give: no agent, no ~/.ssh keys, short timeouts.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            agent_socket: None,
+            default_key_dir: None,
+            connect_timeout: Duration::from_secs(5),
+            ..ConnectOptions::default()
+        }
+    }
+
     /// `scripts/testbed.sh ARGS...` for this instance.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(repo().join("scripts/testbed.sh"));
@@ -283,6 +336,21 @@ impl Testbed {
                 .output()
                 .expect("run scripts/testbed.sh"),
         );
+    }
+}
+
+/// Runs `undo` when dropped, also when the test panics: `let _back = defer(|| tb.start_sshd(node));`
+/// after stopping a server, so a failing test does not leave it stopped for the next one.
+#[must_use = "the guard runs `undo` when it is dropped"]
+pub struct Defer<F: FnMut()>(F);
+
+pub fn defer<F: FnMut()>(undo: F) -> Defer<F> {
+    Defer(undo)
+}
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }
 
