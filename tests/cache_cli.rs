@@ -1,23 +1,22 @@
 //! `dropship cache` end to end on synthetic archives (no daemon needed; the test-bed proofs
 //! with real `docker load` are in cache_testbed.rs).
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+use std::process::Output;
+
+use common::stdout;
 use dropship::image::synth::{self, ImageSpec, LayerSpec, Layout};
 
 fn dropship(cache: &Path, args: &[&str]) -> Output {
     let (command, rest) = args.split_first().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_dropship"))
+    common::dropship()
         .args(["cache", command, "--cache-dir"])
         .arg(cache)
         .args(rest)
         .output()
         .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn layer(seed: u64) -> LayerSpec {

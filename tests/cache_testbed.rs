@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::{Testbed, TestbedLock};
+use common::{DOCKER, Testbed, docker, locked_testbed, stdout, succeed};
 use dropship::image::localhost::LocalDaemon;
 use dropship::image::source::{self, FetchReport, PullPolicy, SourceError, resolve_offline};
 use dropship::image::{ArchiveFormat, Cache, CacheError, ImageId, ImageRef};
@@ -16,15 +16,6 @@ use dropship::retry::RetryPolicy;
 use tokio::io::AsyncReadExt;
 
 mod common;
-
-const DOCKER: &str = "/usr/bin/docker";
-
-/// The test bed, locked for this test: `None` (after a loud notice) when it is not up.
-fn locked_testbed() -> Option<(Testbed, TestbedLock)> {
-    let tb = common::testbed()?;
-    let lock = tb.lock();
-    Some((tb, lock))
-}
 
 fn images(tb: &Testbed) -> Vec<ImageRef> {
     tb.images
@@ -60,24 +51,10 @@ async fn fetch(
     .await
 }
 
-fn docker(host: &str, args: &[&str]) -> String {
-    let output = Command::new(DOCKER)
-        .args(args)
-        .env("DOCKER_HOST", host)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "docker {args:?} on {host}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 fn empty_daemon(host: &str) {
-    docker(host, &["image", "prune", "--all", "--force"]);
+    succeed(docker(host, &["image", "prune", "--all", "--force"]));
     assert_eq!(
-        docker(host, &["images", "-q"]).trim(),
+        stdout(&succeed(docker(host, &["images", "-q"]))).trim(),
         "",
         "{host} still has images"
     );
@@ -85,11 +62,7 @@ fn empty_daemon(host: &str) {
 
 /// Full image IDs on a daemon, by `repo:tag`.
 fn image_id(host: &str, name: &str) -> Option<String> {
-    let output = Command::new(DOCKER)
-        .args(["image", "inspect", "--format", "{{.Id}}", name])
-        .env("DOCKER_HOST", host)
-        .output()
-        .unwrap();
+    let output = docker(host, &["image", "inspect", "--format", "{{.Id}}", name]);
     output
         .status
         .success()
@@ -153,10 +126,7 @@ async fn localhost_pull_stores_shared_layers_once_and_the_next_run_saves_nothing
     let control_host = tb.control_docker_host.clone();
     for image in images(&tb) {
         // Make the pull real: the control daemon must fetch from the registry.
-        let _ = Command::new(DOCKER)
-            .args(["rmi", &image.to_string()])
-            .env("DOCKER_HOST", &control_host)
-            .output();
+        let _ = docker(&control_host, &["rmi", &image.to_string()]);
     }
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), None).unwrap();
@@ -255,7 +225,7 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
     // Everything, through the CLI, into an empty daemon.
     let node1 = tb.node("node1").docker_host.clone();
     empty_daemon(&node1);
-    let mut export = Command::new(env!("CARGO_BIN_EXE_dropship"))
+    let mut export = common::dropship()
         .args(["cache", "export", "--zstd", "-o", "-", "--cache-dir"])
         .arg(cache.root())
         .args(&names)
@@ -404,7 +374,7 @@ async fn two_processes_importing_into_one_cache_at_once_leave_it_consistent() {
     let cache_dir = work.path().join("cache");
     let importers: Vec<_> = (0..2)
         .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_dropship"))
+            common::dropship()
                 .args(["cache", "import", "--cache-dir"])
                 .arg(&cache_dir)
                 .arg(&archive)
@@ -416,7 +386,7 @@ async fn two_processes_importing_into_one_cache_at_once_leave_it_consistent() {
     for mut importer in importers {
         assert!(importer.wait().unwrap().success());
     }
-    let verify = Command::new(env!("CARGO_BIN_EXE_dropship"))
+    let verify = common::dropship()
         .args(["cache", "verify", "--cache-dir"])
         .arg(&cache_dir)
         .output()

@@ -12,8 +12,7 @@ use serde_json::Value;
 
 /// The test bed, locked for this test, with every node's daemon emptied.
 fn clean_testbed() -> Option<(Testbed, TestbedLock)> {
-    let tb = common::testbed()?;
-    let lock = tb.lock();
+    let (tb, lock) = common::locked_testbed()?;
     tb.reset_nodes();
     Some((tb, lock))
 }
@@ -48,7 +47,7 @@ impl Run {
 /// bed's images unless `extra` names some with `--image`.
 fn push(tb: &Testbed, cache: &Path, extra: &[&str]) -> Run {
     let json = cache.with_extension("json");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dropship"));
+    let mut command = tb.dropship();
     command.args(["push", "-i"]).arg(&tb.inventory_ini);
     if !extra.contains(&"--image") {
         command.arg("--images-file").arg(&tb.images_file);
@@ -60,7 +59,6 @@ fn push(tb: &Testbed, cache: &Path, extra: &[&str]) -> Run {
         .arg(&json)
         .args(["--retry-stagger", "1", "--seed", "7"])
         .args(extra)
-        .env("DOCKER_HOST", &tb.control_docker_host)
         .output()
         .expect("run dropship");
     let json = std::fs::read(&json)
@@ -318,11 +316,10 @@ fn bad_input_is_refused_before_anything_is_sent() {
     };
     let cache = tempfile::tempdir().unwrap();
     let dropship = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_dropship"))
+        tb.dropship()
             .args(args)
             .arg("--cache-dir")
             .arg(cache.path())
-            .env("DOCKER_HOST", &tb.control_docker_host)
             .output()
             .unwrap()
     };
@@ -370,7 +367,7 @@ fn bad_input_is_refused_before_anything_is_sent() {
 
 /// One image of `dropship cache list --json`.
 fn cached_image(cache: &Path, tag: &str) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_dropship"))
+    let output = common::dropship()
         .args(["cache", "list", "--json", "--cache-dir"])
         .arg(cache)
         .output()
@@ -406,26 +403,22 @@ fn a_version_bump_sends_each_node_only_the_changed_layer() {
         .trim()
         .to_string();
     assert!(bump.status.success() && bumped.ends_with(":v2"), "{bumped}");
-    let output = Command::new(env!("CARGO_BIN_EXE_dropship"))
-        .args(["push", "-i"])
-        .arg(&tb.inventory_ini)
-        .args([
-            "--image",
-            &bumped,
-            "--delegate",
-            "localhost",
-            "--json",
-            "-",
-            "--cache-dir",
-        ])
-        .arg(&cache_dir)
-        .env("DOCKER_HOST", &tb.control_docker_host)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = common::succeed(
+        tb.dropship()
+            .args(["push", "-i"])
+            .arg(&tb.inventory_ini)
+            .args([
+                "--image",
+                &bumped,
+                "--delegate",
+                "localhost",
+                "--json",
+                "-",
+                "--cache-dir",
+            ])
+            .arg(&cache_dir)
+            .output()
+            .unwrap(),
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let report: Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();

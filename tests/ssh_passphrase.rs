@@ -7,8 +7,9 @@ use dropship::ssh::{ConnectOptions, Connector, PASSPHRASE_ENV, RemoteCommand, Ss
 
 #[test]
 fn an_encrypted_key_needs_its_passphrase() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_ed25519");
     std::fs::copy(&tb.key, &key).unwrap();

@@ -2,12 +2,10 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::Testbed;
 
 fn ping(tb: &Testbed, extra: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_dropship"))
+    let output = common::dropship()
         .args([
             "ping",
             "-i",
@@ -29,8 +27,9 @@ fn ping(tb: &Testbed, extra: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn every_node_answers_with_its_facts() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("ping.json");
     let (code, stdout, stderr) = ping(&tb, &["--json", json.to_str().unwrap()]);
@@ -63,8 +62,9 @@ fn every_node_answers_with_its_facts() {
 
 #[test]
 fn a_node_with_sshd_stopped_fails_the_run_and_is_named() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     let node1 = tb.node("node1");
     tb.stop_sshd(node1);
     let _restart = common::defer(|| tb.start_sshd(node1));
@@ -83,8 +83,9 @@ fn a_node_with_sshd_stopped_fails_the_run_and_is_named() {
 
 #[test]
 fn a_dead_bastion_fails_every_host_at_once_naming_it() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     tb.stop_bastion_sshd();
     let _restart = common::defer(|| tb.start_bastion_sshd());
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -115,8 +116,9 @@ fn a_dead_bastion_fails_every_host_at_once_naming_it() {
 
 #[test]
 fn the_limit_selects_hosts() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     let (code, stdout, stderr) = ping(&tb, &["-l", "node2", "--json", "-"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("1 host(s): 1 reachable"), "{stdout}");
@@ -125,8 +127,9 @@ fn the_limit_selects_hosts() {
 
 #[test]
 fn accept_new_learns_an_unknown_node_once() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let known_hosts = dir.path().join("known_hosts");
     let bastion = &tb.bastion;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::Testbed;
 use dropship::facts;
-use dropship::ssh::{ConnectOptions, Connector, ExitStatus, RemoteCommand, SshError};
+use dropship::ssh::{ConnectOptions, Connector, ExitStatus, RemoteCommand, Session, SshError};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -22,8 +22,9 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn every_node_through_one_bastion_connection() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     runtime().block_on(async {
         let connector = Connector::new(ConnectOptions {
             bastion_connections: 1,
@@ -84,8 +85,9 @@ fn every_node_through_one_bastion_connection() {
 /// connection: direct-tcpip channels are not sessions, and handshakes are rate-limited.
 #[test]
 fn thirty_sessions_at_once_over_one_bastion_connection() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     runtime().block_on(async {
         let connector = Connector::new(ConnectOptions {
             bastion_connections: 1,
@@ -113,14 +115,11 @@ fn thirty_sessions_at_once_over_one_bastion_connection() {
 
 #[test]
 fn exit_codes_signals_and_stderr_come_back() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     runtime().block_on(async {
-        let connector = Connector::new(tb.connect_options());
-        let session = connector
-            .connect(&tb.host_connection(tb.node("node1")))
-            .await
-            .unwrap();
+        let session = node1_session(&tb).await;
         let failing = RemoteCommand::shell("echo out; echo 'it broke' >&2; exit 3");
         let output = session.exec(&failing).run().await.unwrap();
         assert_eq!(output.status, ExitStatus::Code(3));
@@ -164,14 +163,11 @@ fn exit_codes_signals_and_stderr_come_back() {
 
 #[test]
 fn dropping_a_running_command_closes_its_channel() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     runtime().block_on(async {
-        let connector = Connector::new(tb.connect_options());
-        let session = connector
-            .connect(&tb.host_connection(tb.node("node1")))
-            .await
-            .unwrap();
+        let session = node1_session(&tb).await;
         let marker = format!("dropship-cancel-{}", std::process::id());
         let endless = RemoteCommand::shell(format!("cat >/dev/null; : {marker}"));
         let running = session.exec(&endless).stdin(tokio::io::repeat(b'x')).run();
@@ -180,29 +176,17 @@ fn dropping_a_running_command_closes_its_channel() {
                 .await
                 .is_err()
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let check = RemoteCommand::shell(format!(
-            "ps -eo args | grep -v grep | grep -c {marker} || true"
-        ));
-        let left = session.exec(&check).run().await.unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&left.stdout).trim(),
-            "0",
-            "the remote command ended"
-        );
+        assert_remote_command_ended(&session, &marker).await;
     });
 }
 
 #[test]
 fn stdout_streams_into_a_writer_and_capture_is_bounded() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     runtime().block_on(async {
-        let connector = Connector::new(tb.connect_options());
-        let session = connector
-            .connect(&tb.host_connection(tb.node("node1")))
-            .await
-            .unwrap();
+        let session = node1_session(&tb).await;
         let big = RemoteCommand::shell("head -c 20000000 /dev/zero");
         let mut sink = std::io::Cursor::new(Vec::new());
         let streamed = session.exec(&big).stdout_to(&mut sink).run().await.unwrap();
@@ -232,14 +216,11 @@ fn stdout_streams_into_a_writer_and_capture_is_bounded() {
 
 #[test]
 fn a_failing_stdin_source_ends_the_command_with_an_error() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     runtime().block_on(async {
-        let connector = Connector::new(tb.connect_options());
-        let session = connector
-            .connect(&tb.host_connection(tb.node("node1")))
-            .await
-            .unwrap();
+        let session = node1_session(&tb).await;
         let marker = format!("dropship-stdin-error-{}", std::process::id());
         let waiting = RemoteCommand::shell(format!("cat >/dev/null; : {marker}"));
         let chunks: Vec<std::io::Result<bytes::Bytes>> = vec![
@@ -258,23 +239,15 @@ fn a_failing_stdin_source_ends_the_command_with_an_error() {
             "{error}"
         );
         assert!(!error.is_transient());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let check = RemoteCommand::shell(format!(
-            "ps -eo args | grep -v grep | grep -c {marker} || true"
-        ));
-        let left = session.exec(&check).run().await.unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&left.stdout).trim(),
-            "0",
-            "the remote command ended"
-        );
+        assert_remote_command_ended(&session, &marker).await;
     });
 }
 
 #[test]
 fn a_wrong_key_fails_naming_host_user_and_methods() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong_ed25519");
     keygen(&wrong, "");
@@ -305,8 +278,9 @@ fn a_wrong_key_fails_naming_host_user_and_methods() {
 
 #[test]
 fn an_agent_holding_the_key_is_enough() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     let mut agent = std::process::Command::new("ssh-agent")
@@ -320,15 +294,12 @@ fn an_agent_holding_the_key_is_enough() {
     while !socket.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let added = std::process::Command::new("ssh-add")
-        .arg(&tb.key)
-        .env("SSH_AUTH_SOCK", &socket)
-        .output()
-        .unwrap();
-    assert!(
-        added.status.success(),
-        "ssh-add: {}",
-        String::from_utf8_lossy(&added.stderr)
+    common::succeed(
+        std::process::Command::new("ssh-add")
+            .arg(&tb.key)
+            .env("SSH_AUTH_SOCK", &socket)
+            .output()
+            .unwrap(),
     );
     let result = runtime().block_on(async {
         let connector = Connector::new(ConnectOptions {
@@ -349,8 +320,9 @@ fn an_agent_holding_the_key_is_enough() {
 /// RSA user keys must sign with rsa-sha2 (OpenSSH refuses ssh-rsa/SHA-1 by default).
 #[test]
 fn an_rsa_key_signs_with_sha2() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock(); // it authorizes a key on the test bed for a moment
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_rsa");
     let status = std::process::Command::new("ssh-keygen")
@@ -390,8 +362,9 @@ fn an_rsa_key_signs_with_sha2() {
 
 #[test]
 fn unknown_host_refused_then_learned_with_accept_new() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let known_hosts = dir.path().join("known_hosts");
     std::fs::write(&known_hosts, bastion_line(&tb)).unwrap();
@@ -439,8 +412,9 @@ fn unknown_host_refused_then_learned_with_accept_new() {
 
 #[test]
 fn changed_host_key_refused_even_with_accept_new() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let known_hosts = dir.path().join("known_hosts");
     // node1's address recorded with node3's key: what a man in the middle would look like.
@@ -505,8 +479,9 @@ fn a_dead_bastion_fails_within_the_timeout() {
 
 #[test]
 fn a_node_with_sshd_stopped_fails_and_the_others_pass() {
-    let Some(tb) = common::testbed() else { return };
-    let _lock = tb.lock();
+    let Some((tb, _lock)) = common::locked_testbed() else {
+        return;
+    };
     let node2 = tb.node("node2");
     tb.stop_sshd(node2);
     let _restart = common::defer(|| tb.start_sshd(node2));
@@ -527,6 +502,28 @@ fn a_node_with_sshd_stopped_fails_and_the_others_pass() {
             }
         }
     });
+}
+
+/// A session to node1 with the tests' options.
+async fn node1_session(tb: &Testbed) -> Session {
+    Connector::new(tb.connect_options())
+        .connect(&tb.host_connection(tb.node("node1")))
+        .await
+        .unwrap()
+}
+
+/// Half a second on, no process on the session's host has `marker` in its command line.
+async fn assert_remote_command_ended(session: &Session, marker: &str) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let check = RemoteCommand::shell(format!(
+        "ps -eo args | grep -v grep | grep -c {marker} || true"
+    ));
+    let left = session.exec(&check).run().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "0",
+        "the remote command ended"
+    );
 }
 
 fn keygen(path: &Path, passphrase: &str) {

@@ -14,10 +14,9 @@ fn ssh_output(testbed: &Testbed, node: &common::Node, command: &str) -> std::pro
 
 #[test]
 fn every_node_is_reachable_through_the_bastion_and_not_directly() {
-    let Some(testbed) = common::testbed() else {
+    let Some((testbed, _lock)) = common::locked_testbed() else {
         return;
     };
-    let _lock = testbed.lock();
     std::thread::scope(|scope| {
         for node in &testbed.nodes {
             let testbed = &testbed;
@@ -45,10 +44,9 @@ fn every_node_is_reachable_through_the_bastion_and_not_directly() {
 
 #[test]
 fn only_the_last_node_reads_as_flatcar_over_ssh() {
-    let Some(testbed) = common::testbed() else {
+    let Some((testbed, _lock)) = common::locked_testbed() else {
         return;
     };
-    let _lock = testbed.lock();
     assert_eq!(testbed.flatcar().name, testbed.nodes.last().unwrap().name);
     for node in &testbed.nodes {
         let os_release = stdout(&succeed(ssh_output(&testbed, node, "cat /etc/os-release")));
@@ -64,10 +62,9 @@ fn only_the_last_node_reads_as_flatcar_over_ssh() {
 
 #[test]
 fn an_archive_loaded_over_ssh_lands_in_that_nodes_daemon_only() {
-    let Some(testbed) = common::testbed() else {
+    let Some((testbed, _lock)) = common::locked_testbed() else {
         return;
     };
-    let _lock = testbed.lock();
     testbed.reset_nodes();
     let image = &testbed.images[0];
     let archive = tempfile::NamedTempFile::new().unwrap();
@@ -114,10 +111,9 @@ fn an_archive_loaded_over_ssh_lands_in_that_nodes_daemon_only() {
 
 #[test]
 fn a_node_pulls_from_the_registry() {
-    let Some(testbed) = common::testbed() else {
+    let Some((testbed, _lock)) = common::locked_testbed() else {
         return;
     };
-    let _lock = testbed.lock();
     testbed.reset_nodes();
     let node = &testbed.nodes[0];
     let pulled = ssh_output(
@@ -132,10 +128,9 @@ fn a_node_pulls_from_the_registry() {
 
 #[test]
 fn files_a_node_writes_stay_on_that_node() {
-    let Some(testbed) = common::testbed() else {
+    let Some((testbed, _lock)) = common::locked_testbed() else {
         return;
     };
-    let _lock = testbed.lock();
     testbed.reset_nodes();
     let (writer, reader) = (&testbed.nodes[0], &testbed.nodes[1]);
     succeed(ssh_output(
@@ -156,10 +151,9 @@ fn files_a_node_writes_stay_on_that_node() {
 
 #[test]
 fn a_stopped_server_can_be_started_again() {
-    let Some(testbed) = common::testbed() else {
+    let Some((testbed, _lock)) = common::locked_testbed() else {
         return;
     };
-    let _lock = testbed.lock();
     let node = &testbed.nodes[0];
     testbed.stop_sshd(node);
     assert!(!ssh_output(&testbed, node, "true").status.success());

@@ -87,6 +87,13 @@ pub fn testbed() -> Option<Testbed> {
     Some(Testbed::from_env(&String::from_utf8_lossy(&output.stdout)))
 }
 
+/// The test bed, locked for this test (until the lock drops); None as for [`testbed`].
+pub fn locked_testbed() -> Option<(Testbed, TestbedLock)> {
+    let testbed = testbed()?;
+    let lock = testbed.lock();
+    Some((testbed, lock))
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -322,6 +329,14 @@ impl Testbed {
         }
     }
 
+    /// The dropship binary under test, its docker client on the control daemon (the localhost
+    /// delegate).
+    pub fn dropship(&self) -> Command {
+        let mut command = dropship();
+        command.env("DOCKER_HOST", &self.control_docker_host);
+        command
+    }
+
     /// `scripts/testbed.sh ARGS...` for this instance.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(repo().join("scripts/testbed.sh"));
@@ -337,6 +352,11 @@ impl Testbed {
                 .expect("run scripts/testbed.sh"),
         );
     }
+}
+
+/// The dropship binary under test.
+pub fn dropship() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dropship"))
 }
 
 /// Runs `undo` when dropped, also when the test panics: `let _back = defer(|| tb.start_sshd(node));`
