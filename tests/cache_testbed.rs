@@ -69,6 +69,18 @@ fn image_id(host: &str, name: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
+/// The daemon at `host` holds each of `names` with the ID at the same place in `ids`;
+/// `context` starts the failure message.
+fn assert_images_on(host: &str, names: &[String], ids: &[ImageId], context: &str) {
+    for (name, id) in names.iter().zip(ids) {
+        assert_eq!(
+            image_id(host, name).as_deref(),
+            Some(id.to_string().as_str()),
+            "{context}{name}"
+        );
+    }
+}
+
 /// Stream an archive into `zstd -dc | docker load` on a node, like a push does over SSH.
 /// Returns the streaming error, if any, and whether `docker load` succeeded.
 async fn load_on(
@@ -241,18 +253,8 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
         .output()
         .unwrap();
     assert!(export.wait().unwrap().success());
-    assert!(
-        load.status.success(),
-        "{}",
-        String::from_utf8_lossy(&load.stderr)
-    );
-    for (name, id) in names.iter().zip(&ids) {
-        assert_eq!(
-            image_id(&node1, name).as_deref(),
-            Some(id.to_string().as_str()),
-            "{name}"
-        );
-    }
+    succeed(load);
+    assert_images_on(&node1, &names, &ids, "");
 
     // A node holding the first image gets the others without the layers it already has.
     let node2 = tb.node("node2").docker_host.clone();
@@ -286,13 +288,7 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
         err.is_none() && ok,
         "docker load of the delta archive failed"
     );
-    for (name, id) in names.iter().zip(&ids) {
-        assert_eq!(
-            image_id(&node2, name).as_deref(),
-            Some(id.to_string().as_str()),
-            "{name}"
-        );
-    }
+    assert_images_on(&node2, &names, &ids, "");
 
     // Nodes without zstd get plain tar or gzip, layers decompressed on the fly.
     for format in [ArchiveFormat::Gzip, ArchiveFormat::Tar] {
@@ -303,13 +299,7 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
             err.is_none() && ok,
             "docker load of the {format:?} archive failed"
         );
-        for (name, id) in names.iter().zip(&ids) {
-            assert_eq!(
-                image_id(&node1, name).as_deref(),
-                Some(id.to_string().as_str()),
-                "{format:?} {name}"
-            );
-        }
+        assert_images_on(&node1, &names, &ids, &format!("{format:?} "));
     }
 }
 
