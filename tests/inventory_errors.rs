@@ -1,6 +1,7 @@
 //! Bad inventories: each refused with exit code 2 and a message naming the file (and line)
 //! and what is wrong, never a panic.
 
+mod common;
 mod inventory_support;
 
 use std::path::Path;

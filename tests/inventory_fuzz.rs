@@ -2,6 +2,7 @@
 //! readers or in anything built on them. `PROPTEST_CASES` sets the case count (default 200 per
 //! property, for CI); run long with e.g. `PROPTEST_CASES=200000 cargo test --release --test inventory_fuzz`.
 
+mod common;
 mod inventory_support;
 
 use std::path::{Path, PathBuf};
@@ -83,10 +84,7 @@ fn read_seeds() -> Vec<Vec<u8>> {
         }
     }
     let mut files = Vec::new();
-    walk(
-        &inventory_support::repo().join("tests/inventories"),
-        &mut files,
-    );
+    walk(&common::repo().join("tests/inventories"), &mut files);
     files.sort();
     files.iter().map(|f| std::fs::read(f).unwrap()).collect()
 }

@@ -1,6 +1,7 @@
 //! `dropship inventory` against the real `ansible-inventory` / `ansible --list-hosts` on every
 //! inventory of the corpus (tests/inventories/ and inventory/): no hand-written expectations.
 
+mod common;
 mod inventory_support;
 
 use std::time::Instant;

@@ -1,4 +1,5 @@
 //! Shared by the inventory tests: the corpus, the real ansible oracle, and a small thread pool.
+//! A test crate that uses it also declares `mod common;` (the repository, the binary).
 
 #![allow(dead_code)] // each test file uses a different part
 
@@ -9,6 +10,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Deserialize;
+
+use crate::common::repo;
 
 /// One corpus inventory: its `-i` sources and the host patterns to compare.
 pub struct Case {
@@ -24,10 +27,6 @@ impl Case {
             .flat_map(|s| ["-i".to_string(), s.display().to_string()])
             .collect()
     }
-}
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// tests/inventories/* (sources from sources.txt, patterns from patterns.txt) and the sample
@@ -214,7 +213,7 @@ fn ask(server: &mut Server, program: &str, args: &[String]) -> CliOutput {
 }
 
 pub fn dropship(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dropship"))
+    crate::common::dropship()
         .args(args)
         .output()
         .expect("running dropship")
