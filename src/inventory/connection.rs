@@ -518,14 +518,7 @@ pub fn targets(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn inventory(ini: &str) -> (tempfile::TempDir, Inventory) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hosts.ini");
-        std::fs::write(&path, ini).unwrap();
-        let inventory = Inventory::load(&[path]).unwrap();
-        (dir, inventory)
-    }
+    use crate::inventory::testing::load_ini as inventory;
 
     #[test]
     fn kubespray_proxy_command_string() {

@@ -16,6 +16,8 @@ pub mod render;
 pub mod settings;
 mod shlex;
 mod sources;
+#[cfg(test)]
+pub(crate) mod testing;
 mod vars_files;
 mod yaml_inventory;
 mod yaml_load;

@@ -236,17 +236,7 @@ impl TypedVars<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn load(files: &[(&str, &str)]) -> (tempfile::TempDir, Inventory) {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in files {
-            let path = dir.path().join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        let inventory = Inventory::load(&[dir.path().join(files[0].0)]).unwrap();
-        (dir, inventory)
-    }
+    use crate::inventory::testing::load_files as load;
 
     #[test]
     fn kubespray_defaults_and_delegate() {

@@ -159,15 +159,8 @@ fn delegate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inventory::testing::load_ini as inventory;
     use clap::Parser;
-
-    fn inventory(text: &str) -> (tempfile::TempDir, Inventory) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hosts.ini");
-        std::fs::write(&path, text).unwrap();
-        let inventory = Inventory::load(&[path]).unwrap();
-        (dir, inventory)
-    }
 
     fn args(extra: &[&str]) -> PushArgs {
         let cli = crate::cli::Cli::parse_from(["dropship", "push"].iter().chain(extra));
