@@ -8,10 +8,14 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::cli::{CacheCommand, CacheDirArgs};
+use crate::cli::{CacheCommand, CacheDirArgs, GlobalArgs};
+use crate::image::compression::zstd_level_for_gzip;
 use crate::image::{ArchiveFormat, Cache, DiffId, ImageId};
+use crate::inventory::Inventory;
+use crate::inventory::settings::DownloadSettings;
 
-pub fn run(command: &CacheCommand) -> anyhow::Result<ExitCode> {
+pub fn run(global: &GlobalArgs, command: &CacheCommand) -> anyhow::Result<ExitCode> {
+    let open = |args: &CacheDirArgs| open(global, args);
     match command {
         CacheCommand::List { cache, json } => list(&open(cache)?, *json),
         CacheCommand::Import { cache, files } => import(&open(cache)?, files),
@@ -26,9 +30,16 @@ pub fn run(command: &CacheCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open(args: &CacheDirArgs) -> anyhow::Result<Cache> {
-    let dir = Cache::resolve_dir(args.cache_dir.as_deref(), None);
-    Cache::open(&dir, None)
+/// `--cache-dir`, else (with `-i`) the inventory's `download_cache_dir`, else the default;
+/// new layers are compressed at the level `download_compress` maps to.
+fn open(global: &GlobalArgs, args: &CacheDirArgs) -> anyhow::Result<Cache> {
+    let settings = if global.inventory.is_empty() {
+        DownloadSettings::default()
+    } else {
+        DownloadSettings::from_inventory(&Inventory::load(&global.inventory)?)?
+    };
+    let dir = Cache::resolve_dir(args.cache_dir.as_deref(), settings.cache_dir.as_deref());
+    Cache::open(&dir, Some(zstd_level_for_gzip(settings.compress)))
         .with_context(|| format!("cannot open the image cache at {}", dir.display()))
 }
 
