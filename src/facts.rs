@@ -5,11 +5,10 @@
 //! empty instead of failing the script. Listing all images once per node, not once per image,
 //! is what keeps large clusters from exhausting SSH (Kubespray #11092, #13083).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::inventory::connection::Become;
 use crate::ssh::{RemoteCommand, Session, SshError, quote};
@@ -122,28 +121,12 @@ impl Facts {
             .any(|id| id.contains("coreos") || id.contains("flatcar"))
     }
 
-    /// Whether the node holds an image with this ID (`sha256:` prefix optional).
-    pub fn has_image(&self, id: &str) -> bool {
-        let wanted = id.strip_prefix("sha256:").unwrap_or(id);
-        self.images
-            .iter()
-            .any(|image| image.id.strip_prefix("sha256:").unwrap_or(&image.id) == wanted)
-    }
-
     pub fn has_tool(&self, tool: &str) -> bool {
         self.tools.iter().any(|t| t == tool)
     }
 
     pub fn docker_answers(&self) -> bool {
         self.docker.is_some()
-    }
-
-    /// The layer chain IDs of every image present: the node can skip those layers' data.
-    pub fn layer_chain_ids(&self) -> HashSet<String> {
-        self.images
-            .iter()
-            .flat_map(|image| chain_ids(&image.layers))
-            .collect()
     }
 
     /// "docker 20.10.24/overlay2", "podman 4.3.1", or "none".
@@ -164,22 +147,6 @@ impl Facts {
         }
         answering.join(", ")
     }
-}
-
-/// OCI chain IDs: chain(L1) = diff(L1); chain(Ln) = sha256(chain(Ln-1) + " " + diff(Ln)).
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut chain: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for diff in diff_ids {
-        let next = match chain.last() {
-            None => diff.clone(),
-            Some(parent) => format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(format!("{parent} {diff}")))
-            ),
-        };
-        chain.push(next);
-    }
-    chain
 }
 
 /// Output the script did not produce as expected.
@@ -424,18 +391,6 @@ mod tests {
             ]
         );
         assert_eq!(app1.layers.len(), 4);
-        assert!(
-            facts.has_image("776311bcaaf6360bfde3a93024a30a8a5e46f34c9285a819f6962e74a5cdce93")
-        );
-        assert!(facts.has_image(&app1.id) && !facts.has_image("sha256:0000"));
-        // Both images share their base layer: 4 + 4 chains, one in common.
-        let chains = facts.layer_chain_ids();
-        assert_eq!(chains.len(), 7);
-        assert!(
-            chains.contains(
-                "sha256:efe04b92ce568ec92ef40b3a6003605eb35d0cefdc1a20c6252c4bc8cdda484d"
-            )
-        );
     }
 
     #[test]
@@ -443,20 +398,6 @@ mod tests {
         let facts = parse(include_str!("../tests/fixtures/facts-node-flatcar.txt")).unwrap();
         assert!(facts.is_coreos_like());
         assert_eq!(facts.os.id_like, ["coreos"]);
-    }
-
-    #[test]
-    fn chain_ids_follow_the_oci_rule() {
-        let diffs = vec!["sha256:aa".to_string(), "sha256:bb".to_string()];
-        let chain = chain_ids(&diffs);
-        assert_eq!(chain[0], "sha256:aa");
-        assert_eq!(
-            chain[1],
-            format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest("sha256:aa sha256:bb"))
-            )
-        );
     }
 
     #[test]

@@ -499,3 +499,61 @@ fn a_node_holding_the_shared_base_gets_everything_but_the_base_and_no_delta_send
     assert!(difference.abs_diff(saved) < 4096, "{difference} vs {saved}");
     assert_eq!(ids_on(&tb, tb.node("node2")), ids_on(&tb, tb.node("node3")));
 }
+
+#[test]
+fn ctrl_c_stops_the_transfers_reports_and_leaves_no_partial_file() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    let node = tb.node("node2");
+    tb.shape(node, Some("1mbit"));
+    let cache = tempfile::tempdir().unwrap();
+    let json = cache.path().join("recap.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_dropship"))
+        .args(["push", "-i"])
+        .arg(&tb.inventory_ini)
+        .arg("--images-file")
+        .arg(&tb.images_file)
+        .arg("--cache-dir")
+        .arg(cache.path().join("c"))
+        .arg("--json")
+        .arg(&json)
+        .args([
+            "--delegate",
+            "localhost",
+            "--keep-remote-cache",
+            "-l",
+            "node2",
+        ])
+        .env("DOCKER_HOST", &tb.control_docker_host)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the partial archive shows on the node, then interrupt like a terminal would.
+    let partial = || common::stdout(&tb.run_in(node, "find /tmp/releases -name '*.part'"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while partial().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!partial().is_empty(), "the transfer never started");
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    tb.shape(node, None);
+    assert_eq!(output.status.code(), Some(130));
+    let recap: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(recap["interrupted"], true);
+    assert_eq!(recap["hosts"][0]["status"], "failed");
+    // The node's side notices the closed channel and removes what it had received.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !files_under_releases(&tb, node).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        files_under_releases(&tb, node),
+        "",
+        "a partial archive was left behind"
+    );
+    assert!(tb.node_images(node).is_empty());
+}

@@ -6,12 +6,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use indicatif::HumanBytes;
 use serde::Serialize;
 
-use crate::cli::{CacheCommand, CacheDirArgs};
+use crate::cli::{CacheCommand, CacheDirArgs, GlobalArgs};
+use crate::image::compression::zstd_level_for_gzip;
 use crate::image::{ArchiveFormat, Cache, DiffId, ImageId};
+use crate::inventory::Inventory;
+use crate::inventory::settings::DownloadSettings;
 
-pub fn run(command: &CacheCommand) -> anyhow::Result<ExitCode> {
+pub fn run(global: &GlobalArgs, command: &CacheCommand) -> anyhow::Result<ExitCode> {
+    let open = |args: &CacheDirArgs| open(global, args);
     match command {
         CacheCommand::List { cache, json } => list(&open(cache)?, *json),
         CacheCommand::Import { cache, files } => import(&open(cache)?, files),
@@ -26,9 +31,16 @@ pub fn run(command: &CacheCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open(args: &CacheDirArgs) -> anyhow::Result<Cache> {
-    let dir = Cache::resolve_dir(args.cache_dir.as_deref(), None);
-    Cache::open(&dir, None)
+/// `--cache-dir`, else (with `-i`) the inventory's `download_cache_dir`, else the default;
+/// new layers are compressed at the level `download_compress` maps to.
+fn open(global: &GlobalArgs, args: &CacheDirArgs) -> anyhow::Result<Cache> {
+    let settings = if global.inventory.is_empty() {
+        DownloadSettings::default()
+    } else {
+        DownloadSettings::from_inventory(&Inventory::load(&global.inventory)?)?
+    };
+    let dir = Cache::resolve_dir(args.cache_dir.as_deref(), settings.cache_dir.as_deref());
+    Cache::open(&dir, Some(zstd_level_for_gzip(settings.compress)))
         .with_context(|| format!("cannot open the image cache at {}", dir.display()))
 }
 
@@ -114,18 +126,18 @@ fn list(cache: &Cache, json: bool) -> anyhow::Result<ExitCode> {
             "{:<14} {:>6} {:>10} {:>10} {:>10}  {tags}",
             &image.id.hex()[..12],
             image.layers,
-            human(image.raw_bytes),
-            human(image.compressed_bytes),
-            human(image.shared_bytes),
+            HumanBytes(image.raw_bytes),
+            HumanBytes(image.compressed_bytes),
+            HumanBytes(image.shared_bytes),
         );
     }
     println!(
         "{} image(s), {} distinct layer(s), {} stored in {} ({} saved by storing shared layers once)",
         listing.images.len(),
         listing.layers,
-        human(listing.stored_bytes),
+        HumanBytes(listing.stored_bytes),
         listing.cache_dir,
-        human(listing.saved_by_sharing)
+        HumanBytes(listing.saved_by_sharing)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -152,9 +164,9 @@ fn import(cache: &Cache, files: &[std::path::PathBuf]) -> anyhow::Result<ExitCod
             "{}: {} new layer(s) ({} stored), {} already cached, {} read",
             file.display(),
             report.layers_stored,
-            human(report.stored_bytes),
+            HumanBytes(report.stored_bytes),
             report.layers_reused,
-            human(report.raw_bytes)
+            HumanBytes(report.raw_bytes)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -187,7 +199,7 @@ fn export(cache: &Cache, images: &[String], output: &Path, zstd: bool) -> anyhow
         "wrote {} image(s), {} layer(s), {} to {}",
         plan.images.len(),
         plan.layers.len(),
-        human(written),
+        HumanBytes(written),
         output.display()
     );
     Ok(ExitCode::SUCCESS)
@@ -223,33 +235,7 @@ fn prune(cache: &Cache, all: bool) -> anyhow::Result<ExitCode> {
         report.removed_images,
         report.removed_layers,
         report.removed_configs,
-        human(report.freed_bytes)
+        HumanBytes(report.freed_bytes)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// 1536 → "1.5 KiB".
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn human_sizes() {
-        assert_eq!(super::human(512), "512 B");
-        assert_eq!(super::human(1536), "1.5 KiB");
-        assert_eq!(super::human(3 << 30), "3.0 GiB");
-    }
 }

@@ -24,7 +24,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Inventory(args) => inventory::run(&cli.global, &args),
         Command::Ping(args) => ping::run(&cli.global, &args).await,
         Command::Push(args) => push::run(&cli.global, &args).await,
-        Command::Cache(command) => cache::run(&command),
+        Command::Cache(command) => cache::run(&cli.global, &command),
     };
     match result {
         Ok(code) => code,

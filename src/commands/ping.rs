@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use futures::StreamExt;
+use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::cli::{GlobalArgs, PingArgs};
@@ -149,7 +150,7 @@ impl PingReport {
                     non_empty(&facts.arch),
                     facts.runtime_summary(),
                     if facts.has_tool("zstd") { "yes" } else { "no" },
-                    facts.free_space.as_ref().map(|f| human_bytes(f.bytes)).unwrap_or_else(|| "?".into()),
+                    facts.free_space.as_ref().map(|f| HumanBytes(f.bytes).to_string()).unwrap_or_else(|| "?".into()),
                     facts.images.len(),
                     host.seconds,
                 )),
@@ -192,17 +193,6 @@ fn non_empty(value: &str) -> &str {
     if value.is_empty() { "?" } else { value }
 }
 
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1}{}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +231,5 @@ mod tests {
             text.contains("bastion bastion (10.0.0.1:22): reachable"),
             "{text}"
         );
-        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024 / 2), "1.5GiB");
     }
 }

@@ -408,3 +408,51 @@ async fn send(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::DockerInfo;
+
+    fn facts(tools: &[&str], containerd_image_store: bool) -> Facts {
+        Facts {
+            tools: tools.iter().map(|t| t.to_string()).collect(),
+            docker: Some(DockerInfo {
+                server_version: "20.10.24".into(),
+                storage_driver: "overlay2".into(),
+                containerd_image_store,
+            }),
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn layers_are_left_out_only_for_dockers_classic_store() {
+        assert!(accepts_delta(&facts(&["docker"], false)));
+        assert!(!accepts_delta(&facts(&["docker"], true)));
+        assert!(!accepts_delta(&Facts::default()));
+    }
+
+    #[test]
+    fn the_archive_format_follows_the_nodes_decompressors() {
+        assert_eq!(
+            format_for(&facts(&["zstd", "gzip"], false)),
+            ArchiveFormat::Zstd
+        );
+        assert_eq!(format_for(&facts(&["gzip"], false)), ArchiveFormat::Gzip);
+        assert_eq!(format_for(&facts(&[], false)), ArchiveFormat::Tar);
+    }
+
+    #[test]
+    fn a_node_without_docker_is_a_permanent_failure_and_a_silent_daemon_a_transient_one() {
+        let mut missing = facts(&[], false);
+        missing.docker = None;
+        let err = require_docker("node1", &missing).unwrap_err();
+        assert!(matches!(err, NodeError::NoDocker { .. }) && !err.is_transient());
+        let mut silent = facts(&["docker"], false);
+        silent.docker = None;
+        let err = require_docker("node1", &silent).unwrap_err();
+        assert!(matches!(err, NodeError::DockerDown { .. }) && err.is_transient());
+        assert!(require_docker("node1", &facts(&["docker"], false)).is_ok());
+    }
+}
