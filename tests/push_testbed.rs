@@ -509,7 +509,8 @@ fn ctrl_c_stops_the_transfers_reports_and_leaves_no_partial_file() {
     tb.shape(node, Some("1mbit"));
     let cache = tempfile::tempdir().unwrap();
     let json = cache.path().join("recap.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_dropship"))
+    let child = tb
+        .dropship()
         .args(["push", "-i"])
         .arg(&tb.inventory_ini)
         .arg("--images-file")
@@ -525,7 +526,6 @@ fn ctrl_c_stops_the_transfers_reports_and_leaves_no_partial_file() {
             "-l",
             "node2",
         ])
-        .env("DOCKER_HOST", &tb.control_docker_host)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
