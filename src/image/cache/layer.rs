@@ -41,6 +41,9 @@ pub enum LayerObjectError {
     BadTrailer,
 }
 
+/// Bytes of input per zstd worker job.
+const JOB_SIZE: u32 = 1 << 20;
+
 /// Compresses one layer tar into a temp file while hashing it.
 pub struct LayerWriter {
     encoder: zstd::stream::write::Encoder<'static, Hashing<TempFile>>,
@@ -55,6 +58,9 @@ impl LayerWriter {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         if workers > 1 {
             encoder.multithread(workers)?;
+            // Each worker holds a job's input and output: zstd's default job (several windows)
+            // made ingest peak above 64 MB; 1 MiB jobs cost no measurable speed or ratio.
+            encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
         }
         Ok(LayerWriter {
             encoder,
