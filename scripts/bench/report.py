@@ -1,0 +1,92 @@
+"""Prints the benchmark table and draws the chart from target/bench/results.json.
+
+  python scripts/bench/report.py target/bench/results.json [--markdown]
+The chart goes beside the results (chart.png).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+TOOLS = ("dropship", "naive", "ansible")
+LABELS = {"dropship": "dropship", "naive": "naive ssh loop", "ansible": "Kubespray (Ansible)"}
+
+
+def rows(results):
+    for g in results["groups"]:
+        link = f"{g['link_mbit']} Mbit/s" if g["link_mbit"] else "unshaped"
+        for case, row in g["summary"].items():
+            yield g, link, case, row
+
+
+def fmt(x, spec):
+    return "" if x is None else format(x, spec)
+
+
+def table(results, markdown):
+    head = ["nodes", "set", "link", "case", "dropship s", "naive s", "Ansible s", "naive÷ds",
+            "Ansible÷ds", "MB→bastion ds/naive/Ansible", "limit s", "ds÷limit", "ds RSS MB"]
+    lines = []
+    for g, link, case, row in rows(results):
+        t = {tool: row.get(tool) for tool in TOOLS}
+        wall = [fmt(t[x] and t[x]["wall_s"], ".2f") + (f" ({t[x]['n']})" if t[x] and t[x]["n"] != 3 else "")
+                for x in TOOLS]
+        ratio = [fmt(t[x] and t[x].get("times_dropship"), ".1f") for x in ("naive", "ansible")]
+        mb = "/".join(fmt(t[x] and t[x]["tx_bytes"] / 1e6, ".0f") or "-" for x in TOOLS)
+        rss = fmt(t["dropship"] and t["dropship"]["peak_rss_kb"] / 1024, ".0f")
+        lines.append([str(g["nodes"]), g["set"], link, case, *wall, *ratio, mb,
+                      fmt(row.get("link_limit_s"), ".1f"), fmt(row.get("dropship_to_limit"), ".2f"), rss])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+    else:
+        widths = [max(len(x[i]) for x in [head, *lines]) for i in range(len(head))]
+        out = ["  ".join(x.rjust(w) for x, w in zip(line, widths)) for line in [head, *lines]]
+    return "\n".join(out)
+
+
+def chart(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(rows(results))
+    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=80)
+    width = 0.27
+    colors = {"dropship": "#1b7837", "naive": "#999999", "ansible": "#c2452d"}
+    for i, tool in enumerate(TOOLS):
+        xs, ys = [], []
+        for j, (_g, _link, _case, row) in enumerate(groups):
+            if tool in row:
+                xs.append(j + (i - 1) * width)
+                ys.append(row[tool]["wall_s"])
+        if xs:
+            ax.bar(xs, ys, width, label=LABELS[tool], color=colors[tool])
+    limits = [(j, row["link_limit_s"]) for j, (_g, _l, _c, row) in enumerate(groups) if row.get("link_limit_s")]
+    if limits:
+        ax.scatter([j - width for j, _ in limits], [v for _, v in limits], marker="_", s=120,
+                   color="black", zorder=3, label="link limit")
+    ax.set_yscale("log")
+    ax.set_ylabel("wall time, s (log)")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{c}\n{g['set']} {g['nodes']}n\n{'shaped' if g['link_mbit'] else ''}"
+                        for g, _l, c, _r in groups], fontsize=7)
+    ax.legend(fontsize=8, loc="upper left", ncols=4)
+    ax.set_title("Pushing images to every node through a bastion (median wall time)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def main():
+    path = Path(sys.argv[1])
+    results = json.loads(path.read_text())
+    markdown = "--markdown" in sys.argv
+    print(table(results, markdown))
+    if not markdown:
+        chart(results, path.with_name("chart.png"))
+        print(f"\nresults: {path}\nchart:   {path.with_name('chart.png')}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
