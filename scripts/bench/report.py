@@ -49,31 +49,33 @@ def chart(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    groups = list(rows(results))
-    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=80)
+    links = sorted({g["link_mbit"] or 0 for g in results["groups"]})
+    fig, axes = plt.subplots(len(links), 1, figsize=(10, 3.2 * len(links)), dpi=80, squeeze=False)
     width = 0.27
     colors = {"dropship": "#1b7837", "naive": "#999999", "ansible": "#c2452d"}
-    for i, tool in enumerate(TOOLS):
-        xs, ys = [], []
-        for j, (_g, _link, _case, row) in enumerate(groups):
-            if tool in row:
-                xs.append(j + (i - 1) * width)
-                ys.append(row[tool]["wall_s"])
-        if xs:
-            ax.bar(xs, ys, width, label=LABELS[tool], color=colors[tool])
-    limits = [(j, row["link_limit_s"]) for j, (_g, _l, _c, row) in enumerate(groups) if row.get("link_limit_s")]
-    if limits:
-        ax.scatter([j - width for j, _ in limits], [v for _, v in limits], marker="_", s=120,
-                   color="black", zorder=3, label="link limit")
-    ax.set_yscale("log")
-    ax.set_ylabel("wall time, s (log)")
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{c}\n{g['set']} {g['nodes']}n\n{'shaped' if g['link_mbit'] else ''}"
-                        for g, _l, c, _r in groups], fontsize=7)
-    ax.legend(fontsize=8, loc="upper left", ncols=4)
-    ax.set_title("Pushing images to every node through a bastion (median wall time)", fontsize=10)
-    ax.grid(axis="y", alpha=0.3, which="both")
+    for ax, link in zip(axes[:, 0], links):
+        groups = [x for x in rows(results) if (x[0]["link_mbit"] or 0) == link]
+        for i, tool in enumerate(TOOLS):
+            bars = [(j + (i - 1) * width, row[tool]["wall_s"])
+                    for j, (_g, _l, _c, row) in enumerate(groups) if tool in row]
+            if bars:
+                ax.bar(*zip(*bars), width, label=LABELS[tool], color=colors[tool])
+        limits = [(j - width, row["link_limit_s"])
+                  for j, (_g, _l, _c, row) in enumerate(groups) if row.get("link_limit_s")]
+        if limits:
+            ax.scatter(*zip(*limits), marker="_", s=150, linewidths=2, color="black", zorder=3,
+                       label="link limit")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.set_ylabel("seconds (log)")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([f"{c}\n{g['set']}, {g['nodes']} nodes" for g, _l, c, _r in groups], fontsize=7)
+        ax.set_title(f"median wall time, bastion link {f'shaped to {link} Mbit/s' if link else 'unshaped'}",
+                     fontsize=9)
+        ax.grid(axis="y", alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="upper left", ncols=4)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
 
