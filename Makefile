@@ -7,7 +7,7 @@ TESTBED_ID ?= 0
 export TESTBED_ID
 TESTBED_INVENTORY := inventory/$(if $(filter 0,$(TESTBED_ID)),testbed,testbed-$(TESTBED_ID))
 
-.PHONY: help build test lint deps testbed-up testbed-down demo bench
+.PHONY: help build test lint deps testbed-up testbed-down demo push bench
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
@@ -21,9 +21,14 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 deps: ## Install the Debian packages and the Python venv (scripts/install-deps.sh; idempotent)
 	scripts/install-deps.sh
 
-test: ## Run every test (unit, ansible oracle, end-to-end on the test bed)
+test: ## Run every test (unit, ansible oracle, end-to-end on the test bed, which it brings up)
 	@scripts/install-deps.sh --check 2>/dev/null || scripts/install-deps.sh
+	scripts/testbed.sh up
 	$(CARGO) test --locked
+
+push: build ## Push images: make push INVENTORY=inventory/x/hosts.ini IMAGES=images.txt [ARGS='-l kube_node']
+	@test -n "$(INVENTORY)" -a -n "$(IMAGES)" || { echo "usage: make push INVENTORY=FILE IMAGES=FILE [ARGS=...]" >&2; exit 2; }
+	target/release/dropship push -i $(INVENTORY) --images-file $(IMAGES) $(ARGS)
 
 testbed-up: deps ## Bring the test bed up: a bastion, 4 nodes, a registry (TESTBED_ID=n for another)
 	scripts/testbed.sh up

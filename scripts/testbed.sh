@@ -234,6 +234,7 @@ storage:
     enabled: true
 http:
   addr: :5000
+  secret: dropship-testbed-$ID
 EOF
 	# The cgroup mounts of the root namespace, replayed in each node's mount namespace (ip netns
 	# exec mounts a fresh /sys, and dockerd refuses to start without the cgroup hierarchies).
@@ -298,7 +299,8 @@ remove_network() {
 		ip netns del "$ns"
 		rm -rf "/etc/netns/$ns"
 	done
-	! ip link show "$ROOT_LINK" >/dev/null 2>&1 || ip link del "$ROOT_LINK"
+	# Usually gone with the bastion namespace already (the kernel removes both ends of a veth).
+	ip link del "$ROOT_LINK" 2>/dev/null || true
 }
 
 # --- servers ----------------------------------------------------------------------------------
@@ -315,7 +317,6 @@ node_namespace_main() {
 	mkdir -m 755 /run/sshd
 	mount --bind "$STATE/$node/tmp" /tmp
 	[[ ! -e /usr/local/bin/docker ]] || mount --bind "$DOCKER" /usr/local/bin/docker
-	touch "$STATE/run/$node.ready"
 	exec sleep infinity
 }
 
@@ -334,9 +335,9 @@ start_node_namespace() {
 	stop_bg "$node-dockerd"
 	mkdir -p "$STATE/$node/tmp/releases"
 	chmod 1777 "$STATE/$node/tmp"
-	rm -f "$STATE/run/$node.ready"
 	start_bg "$node-ns" sleep ip netns exec "$(node_ns "$node")" unshare -m -u --propagation private "$SELF" _node-namespace "$node"
-	wait_for "$node namespace" 10 test -e "$STATE/run/$node.ready" || die "$node namespace did not come up: $STATE/log/$node-ns.log"
+	# Ready once the holder has exec'd into `sleep`, which it does after its mounts.
+	wait_for "$node namespace" 10 running_pid "$node-ns" || die "$node namespace did not come up: $STATE/log/$node-ns.log"
 }
 
 enter_node() { # NODE CMD...: run in the node's network, mount and UTS namespaces
@@ -364,7 +365,8 @@ start_dockerd() {
 	running_pid "$name-dockerd" >/dev/null && return 0
 	mkdir -p "$dir"
 	driver=$(cat "$dir/storage-driver" 2>/dev/null || echo overlay2)
-	rm -f "$dir/dockerd.pid"
+	# Pid files of a daemon (and its containerd) that died with the machine name a stranger now.
+	rm -rf "$dir/dockerd.pid" "$dir/exec"
 	# shellcheck disable=SC2046
 	start_bg "$name-dockerd" "$DOCKERD" "$@" "$DOCKERD" $(dockerd_args "$dir") --storage-driver "$driver"
 }
@@ -557,7 +559,6 @@ cmd_down() {
 		for name in $(started '*-dockerd'); do stop_bg "$name" & done
 		wait
 		for name in $(started '*'); do stop_bg "$name"; done
-		rm -f "$STATE/run"/*.ready
 	fi
 	remove_network
 	# Nodes come up empty next time; keys, registry data and the control daemon stay.

@@ -3,5 +3,11 @@
 
 pub mod cli;
 pub mod commands;
+pub mod facts;
+pub mod image;
 pub mod inventory;
 pub mod logging;
+pub mod push;
+pub mod report;
+pub mod retry;
+pub mod ssh;

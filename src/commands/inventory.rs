@@ -1,9 +1,26 @@
 //! `dropship inventory`: the inventory as ansible-inventory prints it.
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use crate::cli::{GlobalArgs, InventoryArgs};
+use anyhow::Context;
 
-pub fn run(_global: &GlobalArgs, _args: &InventoryArgs) -> anyhow::Result<ExitCode> {
-    Err(super::UsageError("`dropship inventory` is not built yet".into()).into())
+use crate::cli::{GlobalArgs, InventoryArgs};
+use crate::inventory::{Inventory, render};
+
+pub fn run(global: &GlobalArgs, args: &InventoryArgs) -> anyhow::Result<ExitCode> {
+    let inventory = Inventory::load(&global.inventory).context("reading the inventory")?;
+    let output = if let Some(host) = &args.host {
+        render::to_ansible_json(&render::host(&inventory, host)?)
+    } else if let Some(group) = &args.graph {
+        render::graph(&inventory, group)?
+    } else {
+        render::to_ansible_json(&render::list(&inventory, global.limit.as_deref())?)
+    };
+    // `dropship inventory --list | head` closes the pipe early: that is not an error.
+    match writeln!(std::io::stdout().lock(), "{output}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        written => written.context("writing to stdout")?,
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,9 @@
 //! The edges: one module per subcommand. Library errors get their user-facing context here.
 
+mod cache;
 mod inventory;
+mod ping;
+mod push;
 
 use std::process::ExitCode;
 
@@ -19,9 +22,9 @@ pub struct UsageError(pub String);
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Inventory(args) => inventory::run(&cli.global, &args),
-        Command::Ping(_) => Err(not_built("ping")),
-        Command::Push(_) => Err(not_built("push")),
-        Command::Cache(_) => Err(not_built("cache")),
+        Command::Ping(args) => ping::run(&cli.global, &args).await,
+        Command::Push(args) => push::run(&cli.global, &args).await,
+        Command::Cache(command) => cache::run(&cli.global, &command),
     };
     match result {
         Ok(code) => code,
@@ -32,18 +35,35 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn not_built(what: &str) -> anyhow::Error {
-    UsageError(format!("`dropship {what}` is not built yet")).into()
-}
-
 /// Bad input exits 2 (like Ansible's parser errors); everything else exits 1.
 fn exit_code_for(err: &anyhow::Error) -> u8 {
-    let bad_input = err
-        .chain()
-        .any(|e| e.is::<UsageError>() || e.is::<crate::inventory::InventoryError>());
+    let bad_input = err.chain().any(|e| {
+        e.is::<UsageError>()
+            || e.is::<crate::inventory::InventoryError>()
+            || e.is::<crate::image::RefError>()
+            || matches!(
+                e.downcast_ref(),
+                Some(crate::image::CacheError::Reference(_))
+            )
+    });
     if bad_input {
         EXIT_BAD_INPUT
     } else {
         EXIT_FAILED
     }
+}
+
+/// Write `value` as pretty JSON to `path` ("-" for stdout); a file is written under a temporary
+/// name and renamed, so a reader never sees half of it.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    if path.as_os_str() == "-" {
+        print!("{text}");
+        return Ok(());
+    }
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&temp, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))
 }

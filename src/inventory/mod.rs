@@ -1,14 +1,263 @@
 //! Ansible inventories read exactly as Ansible reads them.
+//!
+//! `Inventory::load` takes the `-i` sources (INI or YAML files, directories of them) and gives
+//! the hosts in Ansible's order, group membership, each host's merged variables with Ansible's
+//! precedence, and `--limit` pattern selection. `connection` and `settings` turn variables into
+//! typed SSH and download settings.
 
 pub mod connection;
+mod hostpattern;
+mod ini;
+mod jinja;
+mod model;
+mod pattern;
+mod pyliteral;
+pub mod render;
 pub mod settings;
+mod shlex;
+mod sources;
+mod vars_files;
+mod yaml_inventory;
+mod yaml_load;
 
-/// Everything that can be wrong with an inventory source.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use model::InventoryData;
+pub use model::Vars;
+
+/// Everything that can be wrong with an inventory source or a question asked of it.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error("{path}: {message}")]
-    Invalid {
-        path: std::path::PathBuf,
+    Invalid { path: PathBuf, message: String },
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
         message: String,
     },
+    #[error(
+        "{}: encrypted with Ansible Vault; dropship cannot decrypt it. Decrypt it (ansible-vault decrypt {}) \
+         or move the vault-encrypted variables out of the inventory",
+        path.display(),
+        path.display()
+    )]
+    Vault { path: PathBuf },
+    #[error("{}: inventory source does not exist", path.display())]
+    Missing { path: PathBuf },
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no inventory given: pass one with -i PATH (a file or a directory)")]
+    NoSources,
+    #[error("host pattern '{pattern}': {message}")]
+    Pattern { pattern: String, message: String },
+    #[error("host '{host}': {message}")]
+    Host { host: String, message: String },
+}
+
+/// Variables Ansible never shows in `ansible-inventory` output (its INTERNAL_STATIC_VARS).
+const INTERNAL_VARS: &[&str] = &[
+    "ansible_async_path",
+    "ansible_collection_name",
+    "ansible_config_file",
+    "ansible_dependent_role_names",
+    "ansible_diff_mode",
+    "ansible_facts",
+    "ansible_forks",
+    "ansible_inventory_sources",
+    "ansible_limit",
+    "ansible_play_batch",
+    "ansible_play_hosts",
+    "ansible_play_hosts_all",
+    "ansible_play_role_names",
+    "ansible_playbook_python",
+    "ansible_role_name",
+    "ansible_role_names",
+    "ansible_run_tags",
+    "ansible_skip_tags",
+    "ansible_verbosity",
+    "ansible_version",
+    "inventory_dir",
+    "inventory_file",
+    "inventory_hostname",
+    "inventory_hostname_short",
+    "groups",
+    "group_names",
+    "hostvars",
+    "playbook_dir",
+    "play_hosts",
+    "role_name",
+    "role_names",
+    "role_path",
+    "role_uuid",
+];
+
+/// Variables from `group_vars/` and `host_vars/` next to one `-i` source.
+#[derive(Debug, Default)]
+struct SourceVars {
+    groups: HashMap<String, Vars>,
+    hosts: HashMap<String, Vars>,
+}
+
+/// A loaded inventory: the group graph plus the variable files found next to its sources.
+#[derive(Debug)]
+pub struct Inventory {
+    data: InventoryData,
+    source_vars: Vec<SourceVars>,
+}
+
+impl Inventory {
+    /// Reads every source in order (files, or directories of files) like `ansible -i a -i b`.
+    pub fn load(sources: &[PathBuf]) -> Result<Inventory, InventoryError> {
+        if sources.is_empty() {
+            return Err(InventoryError::NoSources);
+        }
+        let mut data = InventoryData::default();
+        for source in sources {
+            sources::parse_source(&mut data, source)?;
+        }
+        data.reconcile().map_err(|e| InventoryError::Invalid {
+            path: sources[0].clone(),
+            message: e.to_string(),
+        })?;
+        let mut source_vars = Vec::new();
+        for source in sources {
+            // Ansible looks next to a file source, and inside a directory source.
+            let dir = if source.is_dir() {
+                source.clone()
+            } else {
+                source.parent().unwrap_or(Path::new(".")).to_path_buf()
+            };
+            let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+            let mut found = SourceVars::default();
+            for group in data.groups.keys() {
+                if let Some(vars) = vars_files::load(&dir, "group_vars", group)? {
+                    found.groups.insert(group.clone(), vars);
+                }
+            }
+            for host in data.hosts.keys() {
+                if let Some(vars) = vars_files::load(&dir, "host_vars", host)? {
+                    found.hosts.insert(host.clone(), vars);
+                }
+            }
+            source_vars.push(found);
+        }
+        Ok(Inventory { data, source_vars })
+    }
+
+    /// All host names in inventory order (the order hosts were first defined).
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.data.hosts.keys().map(String::as_str)
+    }
+
+    pub fn has_host(&self, name: &str) -> bool {
+        self.data.hosts.contains_key(name)
+    }
+
+    pub fn has_group(&self, name: &str) -> bool {
+        self.data.groups.contains_key(name)
+    }
+
+    /// The hosts of `group` and its descendant groups in Ansible's order; empty if no such group.
+    pub fn group_hosts(&self, group: &str) -> Vec<String> {
+        self.data.group_hosts(group)
+    }
+
+    /// The merged variables of `host`, as `ansible-inventory --host` shows them.
+    ///
+    /// Precedence, lowest first: `all` inventory vars, other groups' inventory vars (by depth,
+    /// `ansible_group_priority`, name), `group_vars/all`, `group_vars/<group>` (each source in
+    /// `-i` order), the host's inventory vars, `host_vars/<host>`.
+    pub fn host_vars(&self, host: &str) -> Option<Vars> {
+        let mut vars = Vars::new();
+        for layer in self.var_layers(host)? {
+            for (k, v) in layer {
+                vars.insert(k.clone(), v.clone());
+            }
+        }
+        vars.retain(|k, _| !INTERNAL_VARS.contains(&k.as_str()));
+        Some(vars)
+    }
+
+    /// One merged variable of `host`, without merging the others.
+    pub fn host_var(&self, host: &str, name: &str) -> Option<Value> {
+        if INTERNAL_VARS.contains(&name) {
+            return None;
+        }
+        self.var_layers(host)?
+            .iter()
+            .rev()
+            .find_map(|layer| layer.get(name).cloned())
+    }
+
+    /// The variable sets that apply to `host`, lowest precedence first.
+    fn var_layers(&self, host: &str) -> Option<Vec<&Vars>> {
+        let entry = self.data.hosts.get(host)?;
+        let groups = self.data.sorted_host_groups(host);
+        let mut layers = vec![&self.data.groups["all"].vars];
+        layers.extend(groups.iter().map(|g| &g.vars));
+        layers.extend(self.source_vars.iter().filter_map(|s| s.groups.get("all")));
+        for source in &self.source_vars {
+            layers.extend(groups.iter().filter_map(|g| source.groups.get(&g.name)));
+        }
+        layers.push(&entry.vars);
+        layers.extend(self.source_vars.iter().filter_map(|s| s.hosts.get(host)));
+        Some(layers)
+    }
+
+    /// The hosts matching an Ansible host pattern (`--limit`), in Ansible's order.
+    /// A part of the pattern that matches no host or group is an error naming it.
+    pub fn select(&self, pattern: &str) -> Result<Vec<String>, InventoryError> {
+        pattern::select(&self.data, pattern)
+    }
+
+    pub(crate) fn data(&self) -> &InventoryData {
+        &self.data
+    }
+}
+
+/// How Ansible shows a string it will never template (`!unsafe`, bytes literals).
+const UNSAFE_KEY: &str = "__ansible_unsafe";
+
+fn unsafe_value(text: &str) -> Value {
+    serde_json::json!({ UNSAFE_KEY: text })
+}
+
+/// The text of an `!unsafe` value (`{"__ansible_unsafe": text}`), which must not be templated.
+pub fn unsafe_text(value: &Value) -> Option<&str> {
+    match value.as_object()? {
+        map if map.len() == 1 => map.get(UNSAFE_KEY)?.as_str(),
+        _ => None,
+    }
+}
+
+/// Reads a source or vars file as text, refusing Vault-encrypted files with a clear message.
+fn read_source_text(path: &Path) -> Result<String, InventoryError> {
+    let bytes = std::fs::read(path).map_err(|source| InventoryError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.starts_with(b"$ANSIBLE_VAULT") {
+        return Err(InventoryError::Vault {
+            path: path.to_path_buf(),
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        InventoryError::Parse {
+            path: path.to_path_buf(),
+            line: Some(line),
+            message: "not valid UTF-8".into(),
+        }
+    })
 }

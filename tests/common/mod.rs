@@ -83,7 +83,7 @@ pub fn testbed() -> Option<Testbed> {
     Some(Testbed::from_env(&String::from_utf8_lossy(&output.stdout)))
 }
 
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -218,6 +218,38 @@ impl Testbed {
 
     pub fn start_dockerd(&self, node: &Node) {
         self.script(&["start", &node.name, "dockerd"]);
+    }
+
+    /// Kills the node's sshd *and* every session it serves (a node that dies mid-transfer);
+    /// `start_sshd` brings it back.
+    pub fn kill_sshd(&self, node: &Node) {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &node.netns])
+            .output()
+            .expect("ip netns pids");
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            if exe.ends_with("sshd") {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        self.stop_sshd(node);
+    }
+
+    /// Limits what the bastion sends to `node` to `rate` (tc tbf, e.g. "4mbit"); `None` lifts it.
+    pub fn shape(&self, node: &Node, rate: Option<&str>) {
+        let port = format!("port{}", node.name.trim_start_matches("node"));
+        let bastion = format!("ds{}-bastion", self.id);
+        let mut tc = Command::new("ip");
+        tc.args(["netns", "exec", &bastion, "tc", "qdisc"]);
+        match rate {
+            Some(rate) => tc.args([
+                "replace", "dev", &port, "root", "tbf", "rate", rate, "burst", "32kbit", "latency",
+                "400ms",
+            ]),
+            None => tc.args(["del", "dev", &port, "root"]),
+        };
+        let _ = tc.output().expect("run tc");
     }
 
     /// Runs a shell command inside the node's namespaces (its network, /tmp, /run), not over SSH.

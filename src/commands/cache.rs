@@ -1,0 +1,266 @@
+//! `dropship cache`: list, import, export, verify and prune the local image cache.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::cli::{CacheCommand, CacheDirArgs, GlobalArgs};
+use crate::image::compression::zstd_level_for_gzip;
+use crate::image::{ArchiveFormat, Cache, DiffId, ImageId};
+use crate::inventory::Inventory;
+use crate::inventory::settings::DownloadSettings;
+
+pub fn run(global: &GlobalArgs, command: &CacheCommand) -> anyhow::Result<ExitCode> {
+    let open = |args: &CacheDirArgs| open(global, args);
+    match command {
+        CacheCommand::List { cache, json } => list(&open(cache)?, *json),
+        CacheCommand::Import { cache, files } => import(&open(cache)?, files),
+        CacheCommand::Export {
+            cache,
+            images,
+            output,
+            zstd,
+        } => export(&open(cache)?, images, output, *zstd),
+        CacheCommand::Verify { cache } => verify(&open(cache)?),
+        CacheCommand::Prune { cache, all } => prune(&open(cache)?, *all),
+    }
+}
+
+/// `--cache-dir`, else (with `-i`) the inventory's `download_cache_dir`, else the default;
+/// new layers are compressed at the level `download_compress` maps to.
+fn open(global: &GlobalArgs, args: &CacheDirArgs) -> anyhow::Result<Cache> {
+    let settings = if global.inventory.is_empty() {
+        DownloadSettings::default()
+    } else {
+        DownloadSettings::from_inventory(&Inventory::load(&global.inventory)?)?
+    };
+    let dir = Cache::resolve_dir(args.cache_dir.as_deref(), settings.cache_dir.as_deref());
+    Cache::open(&dir, Some(zstd_level_for_gzip(settings.compress)))
+        .with_context(|| format!("cannot open the image cache at {}", dir.display()))
+}
+
+#[derive(Serialize)]
+struct ListedImage {
+    id: ImageId,
+    repo_tags: Vec<String>,
+    layers: usize,
+    raw_bytes: u64,
+    compressed_bytes: u64,
+    /// Compressed bytes of layers this image shares with other cached images.
+    shared_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Listing {
+    cache_dir: String,
+    images: Vec<ListedImage>,
+    /// Distinct layers, each stored once.
+    layers: usize,
+    stored_bytes: u64,
+    /// What storing shared layers once saves, compared with one archive per image.
+    saved_by_sharing: u64,
+}
+
+fn list(cache: &Cache, json: bool) -> anyhow::Result<ExitCode> {
+    let records = cache.images()?;
+    let mut users: HashMap<DiffId, usize> = HashMap::new();
+    for record in &records {
+        for diff_id in record.diff_ids.iter().collect::<HashSet<_>>() {
+            *users.entry(*diff_id).or_default() += 1;
+        }
+    }
+    let mut sizes = HashMap::new();
+    for diff_id in users.keys() {
+        sizes.insert(*diff_id, cache.layer(diff_id)?);
+    }
+    let mut images = Vec::new();
+    let mut per_image_total = 0;
+    for record in records {
+        let (mut raw_bytes, mut compressed_bytes, mut shared_bytes) = (0, 0, 0);
+        for diff_id in &record.diff_ids {
+            let info = &sizes[diff_id];
+            raw_bytes += info.raw_size;
+            compressed_bytes += info.compressed_size;
+            if users[diff_id] > 1 {
+                shared_bytes += info.compressed_size;
+            }
+        }
+        per_image_total += compressed_bytes;
+        images.push(ListedImage {
+            id: record.id,
+            repo_tags: record.repo_tags,
+            layers: record.diff_ids.len(),
+            raw_bytes,
+            compressed_bytes,
+            shared_bytes,
+        });
+    }
+    let stored_bytes = sizes.values().map(|info| info.compressed_size).sum();
+    let listing = Listing {
+        cache_dir: cache.root().display().to_string(),
+        images,
+        layers: sizes.len(),
+        stored_bytes,
+        saved_by_sharing: per_image_total - stored_bytes,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<14} {:>6} {:>10} {:>10} {:>10}  TAGS",
+        "IMAGE ID", "LAYERS", "RAW", "STORED", "SHARED"
+    );
+    for image in &listing.images {
+        let tags = if image.repo_tags.is_empty() {
+            "<none>".to_string()
+        } else {
+            image.repo_tags.join(", ")
+        };
+        println!(
+            "{:<14} {:>6} {:>10} {:>10} {:>10}  {tags}",
+            &image.id.hex()[..12],
+            image.layers,
+            human(image.raw_bytes),
+            human(image.compressed_bytes),
+            human(image.shared_bytes),
+        );
+    }
+    println!(
+        "{} image(s), {} distinct layer(s), {} stored in {} ({} saved by storing shared layers once)",
+        listing.images.len(),
+        listing.layers,
+        human(listing.stored_bytes),
+        listing.cache_dir,
+        human(listing.saved_by_sharing)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(cache: &Cache, files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+    for file in files {
+        let report = cache
+            .import_file(file)
+            .with_context(|| format!("cannot import {}", file.display()))?;
+        for image in &report.images {
+            let state = if image.new {
+                "imported"
+            } else {
+                "already cached"
+            };
+            println!(
+                "{}: {} {state} ({})",
+                file.display(),
+                &image.id.hex()[..12],
+                image.repo_tags.join(", ")
+            );
+        }
+        println!(
+            "{}: {} new layer(s) ({} stored), {} already cached, {} read",
+            file.display(),
+            report.layers_stored,
+            human(report.stored_bytes),
+            report.layers_reused,
+            human(report.raw_bytes)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(cache: &Cache, images: &[String], output: &Path, zstd: bool) -> anyhow::Result<ExitCode> {
+    let mut ids = Vec::new();
+    for wanted in images {
+        ids.push(cache.require(wanted)?.id);
+    }
+    let plan = cache.archive_plan(&ids, &HashSet::new())?;
+    let format = if zstd {
+        ArchiveFormat::Zstd
+    } else {
+        ArchiveFormat::Tar
+    };
+    let written = if output == Path::new("-") {
+        cache.write_archive(&plan, format, std::io::stdout().lock())?
+    } else {
+        let file = std::fs::File::create(output)
+            .with_context(|| format!("cannot create {}", output.display()))?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+        let written = cache.write_archive(&plan, format, &mut writer)?;
+        writer
+            .flush()
+            .with_context(|| format!("cannot write {}", output.display()))?;
+        written
+    };
+    eprintln!(
+        "wrote {} image(s), {} layer(s), {} to {}",
+        plan.images.len(),
+        plan.layers.len(),
+        human(written),
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(cache: &Cache) -> anyhow::Result<ExitCode> {
+    let report = cache.verify()?;
+    for problem in &report.problems {
+        println!("PROBLEM: {problem}");
+    }
+    println!(
+        "checked {} image(s), {} layer(s), {} config(s): {} problem(s)",
+        report.images,
+        report.layers,
+        report.configs,
+        report.problems.len()
+    );
+    if report.problems.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "damaged objects were moved to {}/corrupt; pull or import those images again",
+            cache.root().display()
+        );
+        Ok(ExitCode::from(super::EXIT_FAILED))
+    }
+}
+
+fn prune(cache: &Cache, all: bool) -> anyhow::Result<ExitCode> {
+    let report = cache.prune(all)?;
+    println!(
+        "removed {} image(s), {} layer(s), {} config(s); freed {}",
+        report.removed_images,
+        report.removed_layers,
+        report.removed_configs,
+        human(report.freed_bytes)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// 1536 → "1.5 KiB".
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_sizes() {
+        assert_eq!(super::human(512), "512 B");
+        assert_eq!(super::human(1536), "1.5 KiB");
+        assert_eq!(super::human(3 << 30), "3.0 GiB");
+    }
+}

@@ -1,0 +1,246 @@
+//! `dropship ping`: reach every host of the limit (through its bastion) and show its facts.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::cli::{GlobalArgs, PingArgs};
+use crate::facts::{self, Facts};
+use crate::inventory::Inventory;
+use crate::inventory::connection::{self, HostConnection, JumpHost};
+use crate::inventory::settings::DownloadSettings;
+use crate::ssh::{ConnectOptions, Connector};
+
+use super::{UsageError, write_json};
+
+pub async fn run(global: &GlobalArgs, args: &PingArgs) -> anyhow::Result<ExitCode> {
+    let inventory = Inventory::load(&global.inventory)?;
+    let hosts = connection::targets(&inventory, global.limit.as_deref().unwrap_or("all"))?;
+    let local_release_dir = DownloadSettings::from_inventory(&inventory)?.local_release_dir;
+    let options = ConnectOptions::from_args(&args.connect).map_err(UsageError)?;
+    let report = ping(
+        &Connector::new(options),
+        hosts,
+        &local_release_dir,
+        args.connect.forks,
+    )
+    .await;
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    let failed = report.failed_hosts();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        anyhow::bail!("unreachable: {}", failed.join(", "))
+    }
+}
+
+/// The outcome for one host, as printed and written to JSON.
+#[derive(Debug, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub address: String,
+    pub user: String,
+    pub via: Option<String>,
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub seconds: f64,
+    pub facts: Option<Facts>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BastionReport {
+    pub name: String,
+    pub address: String,
+    pub reachable: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PingReport {
+    pub hosts: Vec<HostReport>,
+    pub bastions: Vec<BastionReport>,
+}
+
+/// Ping `hosts` at most `forks` at once, and each distinct bastion once.
+pub async fn ping(
+    connector: &Connector,
+    hosts: Vec<HostConnection>,
+    local_release_dir: &Path,
+    forks: usize,
+) -> PingReport {
+    let mut jumps: Vec<JumpHost> = Vec::new();
+    for jump in hosts.iter().filter_map(|h| connector.jump_for(h)) {
+        if !jumps.contains(&jump) {
+            jumps.push(jump);
+        }
+    }
+    let bastions = futures::future::join_all(jumps.iter().map(|jump| async move {
+        let result = connector.check_bastion(jump).await;
+        BastionReport {
+            name: jump.name.clone(),
+            address: format!("{}:{}", jump.address, jump.port),
+            reachable: result.is_ok(),
+            error: result.err().map(|e| e.to_string()),
+        }
+    }));
+    let pings = futures::stream::iter(
+        hosts
+            .iter()
+            .map(|host| ping_one(connector, host, local_release_dir)),
+    )
+    .buffered(forks.max(1))
+    .collect::<Vec<_>>();
+    let (bastions, hosts) = futures::join!(bastions, pings);
+    PingReport { hosts, bastions }
+}
+
+async fn ping_one(
+    connector: &Connector,
+    host: &HostConnection,
+    local_release_dir: &Path,
+) -> HostReport {
+    let started = Instant::now();
+    let result = async {
+        let session = connector.connect(host).await?;
+        let facts = facts::gather(&session, local_release_dir, host.become_.as_ref()).await;
+        session.close().await;
+        facts
+    }
+    .await;
+    HostReport {
+        host: host.name.clone(),
+        address: host.address.clone(),
+        user: connector.login_user(host),
+        via: connector.jump_for(host).map(|j| j.name.clone()),
+        reachable: result.is_ok(),
+        seconds: started.elapsed().as_secs_f64(),
+        error: result.as_ref().err().map(|e| e.to_string()),
+        facts: result.ok(),
+    }
+}
+
+impl PingReport {
+    pub fn failed_hosts(&self) -> Vec<&str> {
+        self.hosts
+            .iter()
+            .filter(|h| !h.reachable)
+            .map(|h| h.host.as_str())
+            .collect()
+    }
+
+    /// One line per host, then the summary.
+    pub fn render(&self) -> String {
+        let width = self.hosts.iter().map(|h| h.host.len()).max().unwrap_or(4);
+        let mut out = String::new();
+        for host in &self.hosts {
+            let login = format!("{}@{}", host.user, host.address);
+            match &host.facts {
+                Some(facts) => out.push_str(&format!(
+                    "{:width$}  ok      {login}  {} {} {}  {}  zstd:{}  free:{}  images:{}  ({:.1}s)\n",
+                    host.host,
+                    non_empty(&facts.os.id),
+                    non_empty(&facts.os.version_id),
+                    non_empty(&facts.arch),
+                    facts.runtime_summary(),
+                    if facts.has_tool("zstd") { "yes" } else { "no" },
+                    facts.free_space.as_ref().map(|f| human_bytes(f.bytes)).unwrap_or_else(|| "?".into()),
+                    facts.images.len(),
+                    host.seconds,
+                )),
+                None => out.push_str(&format!(
+                    "{:width$}  FAILED  {login}  {}\n",
+                    host.host,
+                    host.error.as_deref().unwrap_or("unknown error")
+                )),
+            }
+        }
+        let failed = self.failed_hosts();
+        out.push_str(&format!(
+            "\n{} host(s): {} reachable, {} failed{}\n",
+            self.hosts.len(),
+            self.hosts.len() - failed.len(),
+            failed.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", failed.join(", "))
+            }
+        ));
+        for bastion in &self.bastions {
+            match &bastion.error {
+                None => out.push_str(&format!(
+                    "bastion {} ({}): reachable\n",
+                    bastion.name, bastion.address
+                )),
+                Some(error) => out.push_str(&format!(
+                    "bastion {} ({}): UNREACHABLE: {error}\n",
+                    bastion.name, bastion.address
+                )),
+            }
+        }
+        out
+    }
+}
+
+fn non_empty(value: &str) -> &str {
+    if value.is_empty() { "?" } else { value }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_names_the_failed_hosts_and_the_bastion() {
+        let failed = HostReport {
+            host: "node2".into(),
+            address: "10.0.0.2".into(),
+            user: "root".into(),
+            via: Some("bastion".into()),
+            reachable: false,
+            error: Some("node2: connection refused".into()),
+            seconds: 0.1,
+            facts: None,
+        };
+        let report = PingReport {
+            hosts: vec![failed],
+            bastions: vec![BastionReport {
+                name: "bastion".into(),
+                address: "10.0.0.1:22".into(),
+                reachable: true,
+                error: None,
+            }],
+        };
+        let text = report.render();
+        assert!(
+            text.contains("node2  FAILED  root@10.0.0.2  node2: connection refused"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1 host(s): 0 reachable, 1 failed (node2)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bastion bastion (10.0.0.1:22): reachable"),
+            "{text}"
+        );
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024 / 2), "1.5GiB");
+    }
+}

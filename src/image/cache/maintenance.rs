@@ -1,0 +1,151 @@
+//! `verify` (check every object) and `prune` (drop what no image refers to).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+
+use serde::Serialize;
+
+use super::layer::{self, VerifyingReader};
+use super::{Cache, CacheError, atomic, object_names};
+use crate::image::digest::{Digest, Hashing};
+
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub images: usize,
+    pub layers: usize,
+    pub configs: usize,
+    /// One line per problem, naming the object; damaged objects were moved to `corrupt/`.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub removed_images: usize,
+    pub removed_layers: usize,
+    pub removed_configs: usize,
+    pub freed_bytes: u64,
+}
+
+impl Cache {
+    /// Check every layer (compressed sha256 and diff ID), every config (image ID) and that every
+    /// image has all its objects. Damaged objects are moved aside so the next pull refetches them.
+    pub fn verify(&self) -> Result<VerifyReport, CacheError> {
+        let _shared = self.inner.locks.shared()?;
+        let mut report = VerifyReport::default();
+        for name in object_names(&self.inner.root.join("layers"), ".zst")? {
+            let Ok(diff_id) = Digest::parse(&name) else {
+                continue;
+            };
+            report.layers += 1;
+            if let Err(problem) = self.verify_layer(&diff_id) {
+                self.quarantine(&self.layer_path(&diff_id));
+                report.problems.push(problem);
+            }
+        }
+        for name in object_names(&self.inner.root.join("configs"), ".json")? {
+            let Ok(id) = Digest::parse(&name) else {
+                continue;
+            };
+            report.configs += 1;
+            if let Err(e) = self.read_config(&id) {
+                report.problems.push(e.to_string());
+            }
+        }
+        for record in self.images()? {
+            report.images += 1;
+            let missing_config =
+                (!self.config_path(&record.id).is_file()).then(|| "its config".to_string());
+            let missing_layers = record
+                .diff_ids
+                .iter()
+                .filter(|d| !self.layer_path(d).is_file())
+                .map(|d| format!("layer {d}"));
+            for what in missing_config.into_iter().chain(missing_layers) {
+                report.problems.push(format!(
+                    "image {} ({}) lacks {what}",
+                    record.id,
+                    record.repo_tags.join(", ")
+                ));
+            }
+        }
+        Ok(report)
+    }
+
+    fn verify_layer(&self, diff_id: &Digest) -> Result<(), String> {
+        let path = self.layer_path(diff_id);
+        let what = format!("layer {diff_id} ({})", path.display());
+        let info = layer::read_info(&path, *diff_id).map_err(|e| format!("{what}: {e}"))?;
+        let reader = VerifyingReader::open(&path, &info).map_err(|e| format!("{what}: {e}"))?;
+        let mut decoded = Hashing::new(io::sink());
+        zstd::stream::copy_decode(reader, &mut decoded).map_err(|e| format!("{what}: {e}"))?;
+        let (actual, raw_size, _) = decoded.finish();
+        if actual != *diff_id || raw_size != info.raw_size {
+            return Err(format!(
+                "{what} is corrupt: it decompresses to {actual} ({raw_size} bytes)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Remove layers and configs no image refers to, and leftovers of interrupted runs; with
+    /// `all`, remove every image too. Waits for running ingests and exports to finish.
+    pub fn prune(&self, all: bool) -> Result<PruneReport, CacheError> {
+        let _exclusive = self.inner.locks.exclusive()?;
+        let _index = self.inner.locks.index()?;
+        let mut report = PruneReport::default();
+        let records = self.images()?;
+        let mut keep_layers = HashSet::new();
+        let mut keep_configs = HashSet::new();
+        for record in &records {
+            if all {
+                self.remove(&self.record_path(&record.id), &mut report.freed_bytes)?;
+                report.removed_images += 1;
+            } else {
+                keep_configs.insert(record.id.hex());
+                keep_layers.extend(record.diff_ids.iter().map(Digest::hex));
+            }
+        }
+        for (sub, suffix, keep, counter) in [
+            ("layers", ".zst", &keep_layers, &mut report.removed_layers),
+            (
+                "configs",
+                ".json",
+                &keep_configs,
+                &mut report.removed_configs,
+            ),
+        ] {
+            let dir = self.inner.root.join(sub);
+            for entry in fs::read_dir(&dir).map_err(CacheError::io(&dir))? {
+                let entry = entry.map_err(CacheError::io(&dir))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let stem = name.strip_suffix(suffix).unwrap_or(&name);
+                let is_object = !atomic::is_temp_name(&name) && name.ends_with(suffix);
+                if is_object && keep.contains(stem) {
+                    continue;
+                }
+                self.remove(&entry.path(), &mut report.freed_bytes)?;
+                if is_object {
+                    *counter += 1;
+                }
+            }
+        }
+        let corrupt = self.inner.root.join("corrupt");
+        for entry in fs::read_dir(&corrupt).map_err(CacheError::io(&corrupt))? {
+            let entry = entry.map_err(CacheError::io(&corrupt))?;
+            self.remove(&entry.path(), &mut report.freed_bytes)?;
+        }
+        Ok(report)
+    }
+
+    fn remove(&self, path: &std::path::Path, freed: &mut u64) -> Result<(), CacheError> {
+        *freed += fs::metadata(path).map_or(0, |m| m.len());
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CacheError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Images: references, the docker-archive format, the local cache, and the sources that fill it.
+//!
+//! How the rest of dropship uses it:
+//! - open the cache: `Cache::open(&Cache::resolve_dir(flag, settings.cache_dir), level)` with
+//!   `level` from `--zstd-level` or `compression::zstd_level_for_gzip(download_compress)`;
+//! - fill it: `localhost::LocalDaemon::connect()?.fetch(&cache, &refs)` (pull, skip what is
+//!   cached, one `docker save`), or for a remote delegate any byte stream of `docker save`:
+//!   `cache.ingest_async(ssh_stdout, "docker save on HOST")`; `--offline`:
+//!   `localhost::resolve_offline(&cache, &refs)`;
+//! - push: `cache.archive_plan(&ids, &omit)` (exact sizes, `omit` from `layers_to_omit` and a
+//!   node's image chains), then `cache.archive_reader(plan, ArchiveFormat::Zstd)` as the SSH
+//!   channel's stdin for `zstd -dc | docker load`.
+
+pub mod archive;
+pub mod cache;
+pub mod compression;
+pub mod credentials;
+pub mod digest;
+pub mod localhost;
+pub mod reference;
+pub mod remote;
+pub mod source;
+pub mod synth;
+
+pub use cache::{
+    ArchiveFormat, ArchivePlan, ArchiveReader, Cache, CacheError, ImageRecord, IngestReport,
+    layers_to_omit,
+};
+pub use digest::{DiffId, Digest, ImageId};
+pub use reference::{ImageRef, RefError};

@@ -1,0 +1,297 @@
+//! What a push will do, decided before anything is contacted: targets, delegate, images and
+//! settings, from the inventory (Kubespray's variable names) with CLI flags on top. Pure.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::node::{PushSettings, Target};
+use crate::cli::PushArgs;
+use crate::image::compression::zstd_level_for_gzip;
+use crate::image::source::PullPolicy;
+use crate::image::{Cache, ImageRef, RefError};
+use crate::inventory::connection::{self, HostConnection};
+use crate::inventory::settings::{DownloadSettings, ansible_bool, images_from_inventory};
+use crate::inventory::{Inventory, InventoryError};
+use crate::retry::RetryPolicy;
+
+/// Where images are pulled and saved once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delegate {
+    /// The docker daemon of the machine running dropship (`download_localhost`).
+    Localhost,
+    /// An inventory host, reached over SSH like any node (Kubespray's `download_delegate`).
+    Host(Box<HostConnection>),
+}
+
+pub struct Plan {
+    pub targets: Vec<Target>,
+    pub delegate: Delegate,
+    pub images: Vec<ImageRef>,
+    pub settings: PushSettings,
+    pub pull: PullPolicy,
+    pub cache_dir: PathBuf,
+    pub zstd_level: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Image(#[from] RefError),
+    #[error(
+        "no images to push: name them with --image REF, --images-file FILE, or the inventory variable dropship_images"
+    )]
+    NoImages,
+    #[error(
+        "the limit '{pattern}' leaves no host to push to (the bastion and local hosts are never targets)"
+    )]
+    NoTargets { pattern: String },
+    #[error("--delegate {name}: not an inventory host; use `localhost` or a host of the inventory")]
+    UnknownDelegate { name: String },
+    #[error("host '{host}': dropship_coreos must be true or false, got {value}")]
+    CoreosVar { host: String, value: Value },
+}
+
+/// `requested` are the images from `--image` and `--images-file`; without any, the
+/// inventory's `dropship_images` list is used.
+pub fn build(
+    inventory: &Inventory,
+    limit: Option<&str>,
+    args: &PushArgs,
+    requested: Vec<String>,
+) -> Result<Plan, PlanError> {
+    let download = DownloadSettings::from_inventory(inventory)?;
+    let pattern = limit.unwrap_or("all");
+    let targets = connection::targets(inventory, pattern)?
+        .into_iter()
+        .map(|connection| target(inventory, connection))
+        .collect::<Result<Vec<_>, _>>()?;
+    if targets.is_empty() {
+        return Err(PlanError::NoTargets {
+            pattern: pattern.to_string(),
+        });
+    }
+    let requested = if requested.is_empty() {
+        images_from_inventory(inventory)?
+    } else {
+        requested
+    };
+    let mut images: Vec<ImageRef> = Vec::new();
+    for text in &requested {
+        let image = ImageRef::parse(text)?;
+        if !images.contains(&image) {
+            images.push(image);
+        }
+    }
+    if images.is_empty() {
+        return Err(PlanError::NoImages);
+    }
+    Ok(Plan {
+        targets,
+        delegate: delegate(inventory, args.delegate.as_deref(), &download)?,
+        images,
+        settings: PushSettings {
+            retry: RetryPolicy::new(
+                args.retries.unwrap_or(download.retries),
+                args.retry_stagger.unwrap_or(download.retry_stagger),
+            ),
+            seed: args.seed,
+            forks: args.connect.forks,
+            keep_remote_cache: args.keep_remote_cache || download.keep_remote_cache,
+            local_release_dir: download.local_release_dir.clone(),
+            delta: !args.no_delta,
+            check: args.check,
+        },
+        pull: if download.always_pull {
+            PullPolicy::Always
+        } else {
+            PullPolicy::IfMissing
+        },
+        cache_dir: Cache::resolve_dir(
+            args.cache.cache_dir.as_deref(),
+            download.cache_dir.as_deref(),
+        ),
+        zstd_level: args
+            .zstd_level
+            .unwrap_or_else(|| zstd_level_for_gzip(download.compress)),
+    })
+}
+
+fn target(inventory: &Inventory, connection: HostConnection) -> Result<Target, PlanError> {
+    let coreos = match inventory.host_var(&connection.name, "dropship_coreos") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(ansible_bool(&value).ok_or_else(|| PlanError::CoreosVar {
+            host: connection.name.clone(),
+            value,
+        })?),
+    };
+    Ok(Target { connection, coreos })
+}
+
+/// `--delegate` wins; else Kubespray's rule: localhost with `download_localhost`, else the
+/// first `kube_control_plane` (or `kube-master`) host, else localhost.
+fn delegate(
+    inventory: &Inventory,
+    flag: Option<&str>,
+    download: &DownloadSettings,
+) -> Result<Delegate, PlanError> {
+    let name = match flag {
+        Some("localhost") => return Ok(Delegate::Localhost),
+        Some(name) if !inventory.has_host(name) => {
+            return Err(PlanError::UnknownDelegate {
+                name: name.to_string(),
+            });
+        }
+        Some(name) => name.to_string(),
+        None if download.localhost => return Ok(Delegate::Localhost),
+        None => match &download.delegate {
+            Some(name) => name.clone(),
+            None => return Ok(Delegate::Localhost),
+        },
+    };
+    Ok(Delegate::Host(Box::new(connection::resolve(
+        inventory, &name,
+    )?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn inventory(text: &str) -> (tempfile::TempDir, Inventory) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts.ini");
+        std::fs::write(&path, text).unwrap();
+        let inventory = Inventory::load(&[path]).unwrap();
+        (dir, inventory)
+    }
+
+    fn args(extra: &[&str]) -> PushArgs {
+        let cli = crate::cli::Cli::parse_from(["dropship", "push"].iter().chain(extra));
+        match cli.command {
+            crate::cli::Command::Push(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    const CLUSTER: &str = "\
+[bastion]
+bastion ansible_host=10.0.0.1
+
+[kube_control_plane]
+cp1 ansible_host=10.0.1.1
+
+[kube_node]
+cp1
+node[1:3] dropship_coreos=false
+local1 ansible_connection=local
+
+[k8s_cluster:children]
+kube_control_plane
+kube_node
+
+[all:vars]
+retry_stagger=9
+download_retries=2
+download_keep_remote_cache=yes
+";
+
+    fn names(plan: &Plan) -> Vec<&str> {
+        plan.targets
+            .iter()
+            .map(|t| t.connection.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn targets_leave_out_the_bastion_and_local_hosts() {
+        let (_dir, inv) = inventory(CLUSTER);
+        let plan = build(&inv, None, &args(&[]), vec!["app:v1".into()]).unwrap();
+        assert_eq!(names(&plan), ["cp1", "node1", "node2", "node3"]);
+        assert_eq!(plan.targets[0].coreos, None);
+        assert_eq!(plan.targets[1].coreos, Some(false));
+        assert!(
+            plan.targets[1].connection.jump.is_some(),
+            "nodes go through the bastion"
+        );
+    }
+
+    #[test]
+    fn kubespray_variables_set_the_defaults_and_flags_override_them() {
+        let (_dir, inv) = inventory(CLUSTER);
+        let plan = build(&inv, None, &args(&[]), vec!["app:v1".into()]).unwrap();
+        assert_eq!(plan.settings.retry, RetryPolicy::new(2, 9));
+        assert!(plan.settings.keep_remote_cache);
+        assert_eq!(plan.settings.forks, 10);
+        let flags = args(&[
+            "--retries",
+            "7",
+            "--retry-stagger",
+            "1",
+            "-f",
+            "3",
+            "--no-delta",
+        ]);
+        let plan = build(&inv, None, &flags, vec!["app:v1".into()]).unwrap();
+        assert_eq!(plan.settings.retry, RetryPolicy::new(7, 1));
+        assert_eq!(plan.settings.forks, 3);
+        assert!(!plan.settings.delta);
+    }
+
+    #[test]
+    fn the_delegate_follows_kubesprays_rule() {
+        let (_dir, inv) = inventory(CLUSTER);
+        let plan = build(&inv, None, &args(&[]), vec!["a".into()]).unwrap();
+        assert!(matches!(&plan.delegate, Delegate::Host(h) if h.name == "cp1"));
+        let plan = build(
+            &inv,
+            None,
+            &args(&["--delegate", "localhost"]),
+            vec!["a".into()],
+        )
+        .unwrap();
+        assert_eq!(plan.delegate, Delegate::Localhost);
+        let (_dir, inv) = inventory(&format!("{CLUSTER}download_localhost=true\n"));
+        let plan = build(&inv, None, &args(&[]), vec!["a".into()]).unwrap();
+        assert_eq!(plan.delegate, Delegate::Localhost);
+        let err = build(&inv, None, &args(&["--delegate", "nope"]), vec!["a".into()]);
+        assert!(matches!(err, Err(PlanError::UnknownDelegate { .. })));
+    }
+
+    #[test]
+    fn images_come_from_flags_else_the_inventory_and_are_checked_early() {
+        let (_dir, inv) = inventory(&format!(
+            "{CLUSTER}dropship_images=['nginx:1.25', 'nginx:1.25', 'redis']\n"
+        ));
+        let plan = build(&inv, None, &args(&[]), vec![]).unwrap();
+        let refs: Vec<String> = plan.images.iter().map(|i| i.familiar()).collect();
+        assert_eq!(refs, ["nginx:1.25", "redis:latest"]);
+        let plan = build(&inv, None, &args(&[]), vec!["app:v2".into()]).unwrap();
+        assert_eq!(plan.images.len(), 1);
+        let err = build(&inv, None, &args(&[]), vec!["Bad Ref".into()]);
+        assert!(matches!(err, Err(PlanError::Image(_))), "{:?}", err.err());
+    }
+
+    #[test]
+    fn a_limit_that_leaves_nothing_or_names_nothing_is_an_error() {
+        let (_dir, inv) = inventory(CLUSTER);
+        let err = build(&inv, Some("bastion"), &args(&[]), vec!["a".into()]);
+        assert!(matches!(err, Err(PlanError::NoTargets { .. })));
+        let err = build(&inv, Some("node9"), &args(&[]), vec!["a".into()]);
+        assert!(matches!(err, Err(PlanError::Inventory(_))));
+        let plan = build(&inv, Some("kube_node:!node2"), &args(&[]), vec!["a".into()]).unwrap();
+        assert_eq!(names(&plan), ["cp1", "node1", "node3"]);
+    }
+
+    #[test]
+    fn a_bad_coreos_override_names_the_host() {
+        let (_dir, inv) = inventory("[kube_node]\nnode1 dropship_coreos=maybe\n");
+        let err = build(&inv, None, &args(&[]), vec!["a".into()])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("node1"), "{err}");
+    }
+}

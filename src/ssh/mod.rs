@@ -1,0 +1,34 @@
+//! The SSH transport: sessions to hosts, directly or through a bastion, with verified host
+//! keys and real authentication, and remote commands with streamed stdin/stdout.
+//!
+//! It knows hosts only as [`HostConnection`](crate::inventory::connection::HostConnection)
+//! values and nothing of what the commands do.
+//!
+//! ```no_run
+//! # async fn demo(host: dropship::inventory::connection::HostConnection) -> Result<(), dropship::ssh::SshError> {
+//! use dropship::ssh::{ConnectOptions, Connector, RemoteCommand};
+//! let connector = Connector::new(ConnectOptions::default());
+//! let session = connector.connect(&host).await?;
+//! let command = RemoteCommand::new(["cat"]);
+//! let output = session.exec(&command).stdin(&b"hello"[..]).run().await?.check(session.host(), &command)?;
+//! assert_eq!(output.stdout, b"hello");
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod command;
+mod connector;
+mod error;
+mod host_keys;
+pub mod known_hosts;
+mod options;
+mod session;
+mod tty;
+
+pub use auth::PASSPHRASE_ENV;
+pub use command::{RemoteCommand, quote, quote_words};
+pub use connector::Connector;
+pub use error::{SshError, Step};
+pub use host_keys::UnknownHostPolicy;
+pub use options::{ConnectOptions, DEFAULT_BASTION_CONNECTIONS, parse_jump};
+pub use session::{DEFAULT_CAPTURE_LIMIT, Exec, ExecOutput, ExitStatus, STDERR_TAIL, Session};

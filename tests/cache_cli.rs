@@ -1,0 +1,136 @@
+//! `dropship cache` end to end on synthetic archives (no daemon needed; the test-bed proofs
+//! with real `docker load` are in cache_testbed.rs).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use dropship::image::synth::{self, ImageSpec, LayerSpec, Layout};
+
+fn dropship(cache: &Path, args: &[&str]) -> Output {
+    let (command, rest) = args.split_first().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_dropship"))
+        .args(["cache", command, "--cache-dir"])
+        .arg(cache)
+        .args(rest)
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn layer(seed: u64) -> LayerSpec {
+    LayerSpec {
+        seed,
+        files: 2,
+        file_size: 5000,
+    }
+}
+
+#[test]
+fn import_list_export_verify_prune() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let images = [
+        ImageSpec {
+            repo_tags: vec!["reg.test:5000/a:1".into()],
+            layers: vec![layer(1), layer(2)],
+        },
+        ImageSpec {
+            repo_tags: vec!["b:2".into()],
+            layers: vec![layer(1), layer(3)],
+        },
+    ];
+    // A Kubespray cache file: gzip data despite the .tar name.
+    let kubespray_file = work.path().join("reg.test_5000_a_1.tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let ids = synth::write_archive(&images, Layout::Classic, &mut gz).unwrap();
+    std::fs::write(&kubespray_file, gz.finish().unwrap()).unwrap();
+
+    let import = dropship(&cache, &["import", kubespray_file.to_str().unwrap()]);
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert!(
+        stdout(&import).contains("3 new layer(s)"),
+        "{}",
+        stdout(&import)
+    );
+
+    let list = dropship(&cache, &["list", "--json"]);
+    let listing: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listing["layers"], 3);
+    assert_eq!(listing["images"].as_array().unwrap().len(), 2);
+    assert!(
+        listing["saved_by_sharing"].as_u64().unwrap() > 0,
+        "the base layer is shared"
+    );
+    // Tags are listed the way docker prints them.
+    assert!(stdout(&dropship(&cache, &["list"])).contains("  b:2"));
+
+    // Export by familiar name and by full name, then read the archive back.
+    let out = work.path().join("out.tar");
+    let export = dropship(
+        &cache,
+        &[
+            "export",
+            "docker.io/library/b:2",
+            "reg.test:5000/a:1",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let copy = work.path().join("copy");
+    let reimport = dropship(&copy, &["import", out.to_str().unwrap()]);
+    assert!(reimport.status.success());
+    let relisted: serde_json::Value =
+        serde_json::from_slice(&dropship(&copy, &["list", "--json"]).stdout).unwrap();
+    let mut reids: Vec<String> = relisted["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut expected: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    reids.sort();
+    expected.sort();
+    assert_eq!(reids, expected);
+
+    // Bad and unknown names.
+    let bad = dropship(&cache, &["export", "Not_A_Ref", "-o", "-"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Not_A_Ref"));
+    let unknown = dropship(&cache, &["export", "c:9", "-o", "-"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("c:9 is not in the cache"));
+
+    // A damaged layer is reported by verify and moved aside.
+    assert!(dropship(&cache, &["verify"]).status.success());
+    let layer_file = std::fs::read_dir(cache.join("layers"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&layer_file).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&layer_file, bytes).unwrap();
+    let verify = dropship(&cache, &["verify"]);
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(stdout(&verify).contains("PROBLEM"), "{}", stdout(&verify));
+
+    let prune = dropship(&cache, &["prune", "--all"]);
+    assert!(prune.status.success());
+    let listing: serde_json::Value =
+        serde_json::from_slice(&dropship(&cache, &["list", "--json"]).stdout).unwrap();
+    assert_eq!(listing["images"].as_array().unwrap().len(), 0);
+    assert_eq!(std::fs::read_dir(cache.join("layers")).unwrap().count(), 0);
+}

@@ -1,0 +1,508 @@
+//! `dropship push` end to end on the test bed: real bastion, sshd, dockerd and registry.
+//! Skipped with a loud message when the test bed is not up (a failure in CI).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{Node, Testbed, TestbedLock};
+use serde_json::Value;
+
+/// The test bed, locked for this test, with every node's daemon emptied.
+fn clean_testbed() -> Option<(Testbed, TestbedLock)> {
+    let tb = common::testbed()?;
+    let lock = tb.lock();
+    tb.reset_nodes();
+    Some((tb, lock))
+}
+
+struct Run {
+    output: Output,
+    json: Value,
+}
+
+impl Run {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    fn host(&self, name: &str) -> &Value {
+        self.json["hosts"]
+            .as_array()
+            .and_then(|hosts| hosts.iter().find(|h| h["host"] == name))
+            .unwrap_or_else(|| panic!("no {name} in the recap: {}", self.json))
+    }
+}
+
+/// `dropship push` against the test bed's inventory, with a cache of the test's own; the test
+/// bed's images unless `extra` names some with `--image`.
+fn push(tb: &Testbed, cache: &Path, extra: &[&str]) -> Run {
+    let json = cache.with_extension("json");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dropship"));
+    command.args(["push", "-i"]).arg(&tb.inventory_ini);
+    if !extra.contains(&"--image") {
+        command.arg("--images-file").arg(&tb.images_file);
+    }
+    let output = command
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--json")
+        .arg(&json)
+        .args(["--retry-stagger", "1", "--seed", "7"])
+        .args(extra)
+        .env("DOCKER_HOST", &tb.control_docker_host)
+        .output()
+        .expect("run dropship");
+    let json = std::fs::read(&json)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null);
+    Run { output, json }
+}
+
+/// tag → image ID on a node.
+fn ids_on(tb: &Testbed, node: &Node) -> Vec<(String, String)> {
+    let mut ids: Vec<(String, String)> = tb
+        .node_images(node)
+        .into_iter()
+        .flat_map(|(id, tags)| tags.into_iter().map(move |tag| (tag, id.clone())))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn regular_nodes(tb: &Testbed) -> impl Iterator<Item = &Node> {
+    tb.nodes.iter().filter(|n| n.name != tb.flatcar_node)
+}
+
+fn files_under_releases(tb: &Testbed, node: &Node) -> String {
+    common::stdout(&tb.run_in(node, "find /tmp/releases -type f 2>/dev/null"))
+}
+
+#[test]
+fn every_node_but_flatcar_gets_every_image_and_a_rerun_sends_nothing() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let first = push(&tb, &cache.path().join("c"), &[]);
+    assert_eq!(
+        first.code(),
+        Some(0),
+        "{}\n{}",
+        first.stdout(),
+        first.stderr()
+    );
+    // The default delegate is node1 (first kube_control_plane host): what it pulled is the source.
+    let source = ids_on(&tb, tb.node("node1"));
+    assert_eq!(
+        source.len(),
+        tb.images.len(),
+        "node1 pulled every image: {source:?}"
+    );
+    for image in &tb.images {
+        assert!(
+            source.iter().any(|(tag, _)| tag == image),
+            "{image} on node1"
+        );
+    }
+    for node in regular_nodes(&tb) {
+        assert_eq!(
+            ids_on(&tb, node),
+            source,
+            "{} holds the source's images",
+            node.name
+        );
+        assert_eq!(
+            files_under_releases(&tb, node),
+            "",
+            "nothing left on {}",
+            node.name
+        );
+        let host = first.host(&node.name);
+        let expected = if node.name == "node1" {
+            "up_to_date"
+        } else {
+            "loaded"
+        };
+        assert_eq!(host["status"], expected, "{host}");
+    }
+    let flatcar = tb.flatcar();
+    assert!(
+        tb.node_images(flatcar).is_empty(),
+        "the Flatcar node holds nothing"
+    );
+    assert_eq!(first.host(&flatcar.name)["status"], "skipped_coreos");
+    assert!(
+        first
+            .stdout()
+            .contains("images are not pushed to CoreOS/Flatcar hosts")
+    );
+
+    let again = push(&tb, &cache.path().join("c"), &[]);
+    assert_eq!(again.code(), Some(0), "{}", again.stderr());
+    for node in regular_nodes(&tb) {
+        let host = again.host(&node.name);
+        assert_eq!(host["status"], "up_to_date", "{host}");
+        assert_eq!(host["bytes_sent"], 0, "{host}");
+    }
+    assert!(again.stdout().contains(", 0 B sent"), "{}", again.stdout());
+}
+
+#[test]
+fn check_reports_what_would_be_sent_and_changes_nothing() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let run = push(
+        &tb,
+        &cache.path().join("c"),
+        &["--check", "--delegate", "localhost"],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.stderr());
+    assert!(run.stdout().contains("PUSH CHECK"), "{}", run.stdout());
+    for node in regular_nodes(&tb) {
+        let host = run.host(&node.name);
+        assert_eq!(host["status"], "loaded", "{host}");
+        assert!(host["bytes_sent"].as_u64().unwrap() > 1_000_000, "{host}");
+        assert!(
+            tb.node_images(node).is_empty(),
+            "--check loaded nothing on {}",
+            node.name
+        );
+    }
+}
+
+#[test]
+fn a_kept_archive_lands_in_local_release_dir_and_nothing_else_is_left() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let run = push(
+        &tb,
+        &cache.path().join("c"),
+        &[
+            "--keep-remote-cache",
+            "--delegate",
+            "localhost",
+            "-l",
+            "node2",
+        ],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.stderr());
+    let files = files_under_releases(&tb, tb.node("node2"));
+    let kept: Vec<&str> = files.lines().collect();
+    assert_eq!(kept.len(), 1, "{files}");
+    assert!(
+        kept[0].starts_with("/tmp/releases/images/dropship-"),
+        "{files}"
+    );
+    assert!(kept[0].ends_with(".tar.zst"), "{files}");
+    assert_eq!(
+        files_under_releases(&tb, tb.node("node3")),
+        "",
+        "the limit kept node3 out"
+    );
+    assert_eq!(ids_on(&tb, tb.node("node2")).len(), tb.images.len());
+}
+
+#[test]
+fn a_node_cut_off_mid_transfer_succeeds_on_a_later_attempt() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    let node = tb.node("node2");
+    // Slow node2's link so its transfer is surely under way when its sshd dies.
+    tb.shape(node, Some("2mbit"));
+    let cache = tempfile::tempdir().unwrap();
+    let run = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            push(
+                &tb,
+                &cache.path().join("c"),
+                &["--delegate", "localhost", "-l", "node2:node3"],
+            )
+        });
+        std::thread::sleep(Duration::from_secs(4));
+        tb.kill_sshd(node);
+        tb.shape(node, None);
+        std::thread::sleep(Duration::from_secs(2));
+        tb.start_sshd(node);
+        run.join().unwrap()
+    });
+    assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout(), run.stderr());
+    let host = run.host("node2");
+    assert_eq!(host["status"], "loaded", "{host}");
+    assert!(host["attempts"].as_u64().unwrap() >= 2, "{host}");
+    assert_eq!(run.host("node3")["attempts"], 1);
+    assert_eq!(ids_on(&tb, node), ids_on(&tb, tb.node("node3")));
+    assert_eq!(files_under_releases(&tb, node), "");
+}
+
+#[test]
+fn a_node_down_for_the_whole_run_fails_alone_and_is_named() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    let down = tb.node("node3");
+    tb.stop_sshd(down);
+    let cache = tempfile::tempdir().unwrap();
+    let run = push(
+        &tb,
+        &cache.path().join("c"),
+        &["--delegate", "localhost", "--retries", "2"],
+    );
+    tb.start_sshd(down);
+    assert_eq!(run.code(), Some(1), "{}", run.stderr());
+    let host = run.host("node3");
+    assert_eq!(host["status"], "failed", "{host}");
+    assert_eq!(host["attempts"], 2, "{host}");
+    assert!(host["reason"].as_str().unwrap().contains("node3"), "{host}");
+    assert!(
+        run.stdout().contains("failed hosts: node3"),
+        "{}",
+        run.stdout()
+    );
+    assert!(run.stderr().contains("node3"), "{}", run.stderr());
+    for name in ["node1", "node2"] {
+        assert_eq!(run.host(name)["status"], "loaded");
+        assert_eq!(ids_on(&tb, tb.node(name)).len(), tb.images.len());
+    }
+}
+
+#[test]
+fn a_stopped_docker_daemon_fails_that_node_with_the_daemons_words() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    let node = tb.node("node2");
+    tb.stop_dockerd(node);
+    let cache = tempfile::tempdir().unwrap();
+    let run = push(
+        &tb,
+        &cache.path().join("c"),
+        &["--delegate", "localhost", "--retries", "1"],
+    );
+    tb.start_dockerd(node);
+    assert_eq!(run.code(), Some(1), "{}", run.stderr());
+    let reason = run.host("node2")["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("docker does not answer"), "{reason}");
+    assert!(
+        reason.contains("Cannot connect to the Docker daemon"),
+        "{reason}"
+    );
+    assert!(
+        run.stdout().contains(&reason),
+        "the recap shows it: {}",
+        run.stdout()
+    );
+    assert_eq!(run.host("node3")["status"], "loaded");
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_sent() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let dropship = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dropship"))
+            .args(args)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .env("DOCKER_HOST", &tb.control_docker_host)
+            .output()
+            .unwrap()
+    };
+    let inventory = tb.inventory_ini.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["push", "-i", inventory, "--image", "Not A Ref"],
+            "Not A Ref",
+        ),
+        (
+            &["push", "-i", "/nonexistent/hosts.ini", "--image", "a:1"],
+            "/nonexistent/hosts.ini",
+        ),
+        (
+            &["push", "-i", inventory, "-l", "node99", "--image", "a:1"],
+            "node99",
+        ),
+        (
+            &[
+                "push",
+                "-i",
+                inventory,
+                "--image",
+                "registry.testbed:5000/dropship/nope:v1",
+                "--delegate",
+                "localhost",
+            ],
+            "nope",
+        ),
+    ];
+    for (args, named) in cases {
+        let output = dropship(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{args:?}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+    for node in &tb.nodes {
+        assert!(
+            tb.node_images(node).is_empty(),
+            "nothing reached {}",
+            node.name
+        );
+    }
+}
+
+/// One image of `dropship cache list --json`.
+fn cached_image(cache: &Path, tag: &str) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_dropship"))
+        .args(["cache", "list", "--json", "--cache-dir"])
+        .arg(cache)
+        .output()
+        .unwrap();
+    let listing: Value = serde_json::from_slice(&output.stdout).unwrap();
+    listing["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["repo_tags"].as_array().unwrap().iter().any(|t| t == tag))
+        .unwrap_or_else(|| panic!("{tag} not in {listing}"))
+        .clone()
+}
+
+#[test]
+fn a_version_bump_sends_each_node_only_the_changed_layer() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("c");
+    let first = push(&tb, &cache_dir, &["--delegate", "localhost"]);
+    assert_eq!(first.code(), Some(0), "{}", first.stderr());
+    let bump = Command::new(common::repo().join("scripts/testbed-images.sh"))
+        .arg("bump")
+        .env("TESTBED_ID", tb.id.to_string())
+        .output()
+        .unwrap();
+    let bumped = common::stdout(&bump)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    assert!(bump.status.success() && bumped.ends_with(":v2"), "{bumped}");
+    let output = Command::new(env!("CARGO_BIN_EXE_dropship"))
+        .args(["push", "-i"])
+        .arg(&tb.inventory_ini)
+        .args([
+            "--image",
+            &bumped,
+            "--delegate",
+            "localhost",
+            "--json",
+            "-",
+            "--cache-dir",
+        ])
+        .arg(&cache_dir)
+        .env("DOCKER_HOST", &tb.control_docker_host)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
+    let image = cached_image(&cache_dir, &bumped);
+    // Every layer of v2 but the changed one is shared with v1: the rest is what changed.
+    let changed =
+        image["compressed_bytes"].as_u64().unwrap() - image["shared_bytes"].as_u64().unwrap();
+    for node in regular_nodes(&tb) {
+        let host = report["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == node.name.as_str())
+            .unwrap();
+        let sent = host["bytes_sent"].as_u64().unwrap();
+        assert!(
+            sent as f64 <= changed as f64 * 1.2,
+            "{}: sent {sent} bytes for a changed layer of {changed}",
+            node.name
+        );
+        assert!(host["bytes_saved"].as_u64().unwrap() > 0, "{host}");
+        let on_node = ids_on(&tb, node);
+        assert!(
+            on_node
+                .iter()
+                .any(|(tag, id)| tag == &bumped && id == image["id"].as_str().unwrap()),
+            "{}: {on_node:?}",
+            node.name
+        );
+    }
+}
+
+#[test]
+fn a_node_holding_the_shared_base_gets_everything_but_the_base_and_no_delta_sends_it_all() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("c");
+    // node2 and node3 get the first image only: they now hold the set's shared base.
+    let first_image = ["--image", tb.images[0].as_str()];
+    let seeded = push(
+        &tb,
+        &cache_dir,
+        &[
+            &["--delegate", "localhost", "-l", "node2:node3"][..],
+            &first_image,
+        ]
+        .concat(),
+    );
+    assert_eq!(seeded.code(), Some(0), "{}", seeded.stderr());
+    let rest: Vec<&str> = tb.images[1..]
+        .iter()
+        .flat_map(|i| ["--image", i.as_str()])
+        .collect();
+    let delta = push(
+        &tb,
+        &cache_dir,
+        &[&["--delegate", "localhost", "-l", "node2"][..], &rest].concat(),
+    );
+    let full = push(
+        &tb,
+        &cache_dir,
+        &[
+            &["--delegate", "localhost", "-l", "node3", "--no-delta"][..],
+            &rest,
+        ]
+        .concat(),
+    );
+    assert_eq!(delta.code(), Some(0), "{}", delta.stderr());
+    assert_eq!(full.code(), Some(0), "{}", full.stderr());
+    let (with, without) = (delta.host("node2"), full.host("node3"));
+    let saved = with["bytes_saved"].as_u64().unwrap();
+    assert!(saved > 500_000, "the 1 MB base was not sent: {with}");
+    assert_eq!(without["bytes_saved"], 0, "{without}");
+    let difference = without["bytes_sent"].as_u64().unwrap() - with["bytes_sent"].as_u64().unwrap();
+    // The full archive is the delta one plus the base layer (and that layer's tar header).
+    assert!(difference.abs_diff(saved) < 4096, "{difference} vs {saved}");
+    assert_eq!(ids_on(&tb, tb.node("node2")), ids_on(&tb, tb.node("node3")));
+}
