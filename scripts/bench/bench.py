@@ -207,8 +207,10 @@ class Tool:
 
 class Dropship(Tool):
     def command(self, refs):
+        # --delegate localhost: the peer's download_localhost (Kubespray would pull on node1).
         return [os.environ["DROPSHIP_BIN"], "push", "-i", self.testbed.env["TESTBED_INVENTORY"],
-                "--images-file", str(self.images_file(refs)), "--cache-dir", str(self.cache)]
+                "--images-file", str(self.images_file(refs)), "--cache-dir", str(self.cache),
+                "--delegate", "localhost"]
 
 
 class Naive(Tool):
