@@ -68,10 +68,12 @@ def chart(results, path):
             ax.scatter(*zip(*limits), marker="_", s=150, linewidths=2, color="black", zorder=3,
                        label="link limit")
         ax.set_yscale("log")
+        bottom, top = ax.get_ylim()
+        ax.set_ylim(bottom, top * 4)  # room for the legend
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.set_ylabel("seconds (log)")
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{c}\n{g['set']}, {g['nodes']} nodes" for g, _l, c, _r in groups], fontsize=7)
+        ax.set_xticklabels([f"{c}\n{g['set']} {g['nodes']}n" for g, _l, c, _r in groups], fontsize=7)
         ax.set_title(f"median wall time, bastion link {f'shaped to {link} Mbit/s' if link else 'unshaped'}",
                      fontsize=9)
         ax.grid(axis="y", alpha=0.3, which="both")
