@@ -39,5 +39,5 @@ testbed-down: ## Stop the test bed and remove its namespaces
 demo: testbed-up ## Bring the test bed up and push its images to every node through the bastion
 	$(CARGO) run --release --locked -- push -i $(TESTBED_INVENTORY)/hosts.ini --images-file $(TESTBED_INVENTORY)/images.txt
 
-bench: ## Benchmark against Kubespray's download flow and a naive loop (scripts/bench.sh; ~30 min)
+bench: ## Benchmark against Kubespray's download flow and a naive loop (scripts/bench.sh; ~40 min)
 	scripts/bench.sh

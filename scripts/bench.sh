@@ -3,7 +3,7 @@
 # (scripts/bench/download.yml, run by Ansible) and a naive ssh loop (scripts/bench/naive.sh);
 # cold, warm and version-bump pushes, unshaped and over a tc-shaped root->bastion link; small and
 # large image sets; 4 and 8 nodes. Prints a table, writes target/bench/results.json and
-# target/bench/chart.png. Run as root. The full matrix takes about 30 minutes on 2 cores.
+# target/bench/chart.png. Run as root. The full matrix takes about 40 minutes on 2 busy cores.
 #
 #   scripts/bench.sh                       the full matrix
 #   BENCH_NODES=4 BENCH_SETS=small BENCH_LINKS=off BENCH_REPS="dropship=1 naive=1" \
@@ -12,7 +12,7 @@
 #
 # Selection (environment): BENCH_TOOLS ("dropship naive ansible"), BENCH_SETS ("small large"),
 # BENCH_NODES ("4 8"), BENCH_LINKS ("off 200": off or a tbf rate in Mbit/s), BENCH_REPS
-# ("dropship=3 naive=3 ansible=1"), TESTBED_ID (0), DROPSHIP_BIN (default: a release build).
+# ("dropship=3 naive=1 ansible=1"), TESTBED_ID (0), DROPSHIP_BIN (default: a release build).
 # The bench venv (target/bench/venv) holds Ansible with the ansible.posix collection (from the
 # `ansible` package on PyPI; Galaxy is not needed) and matplotlib for the chart.
 set -euo pipefail
