@@ -7,7 +7,7 @@ TESTBED_ID ?= 0
 export TESTBED_ID
 TESTBED_INVENTORY := inventory/$(if $(filter 0,$(TESTBED_ID)),testbed,testbed-$(TESTBED_ID))
 
-.PHONY: help build test lint deps testbed-up testbed-down demo push
+.PHONY: help build test lint deps testbed-up testbed-down demo push bench
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
@@ -38,3 +38,6 @@ testbed-down: ## Stop the test bed and remove its namespaces
 
 demo: testbed-up ## Bring the test bed up and push its images to every node through the bastion
 	$(CARGO) run --release --locked -- push -i $(TESTBED_INVENTORY)/hosts.ini --images-file $(TESTBED_INVENTORY)/images.txt
+
+bench: ## Benchmark against Kubespray's download flow and a naive loop (scripts/bench.sh; ~40 min)
+	scripts/bench.sh
