@@ -557,3 +557,82 @@ fn ctrl_c_stops_the_transfers_reports_and_leaves_no_partial_file() {
     );
     assert!(tb.node_images(node).is_empty());
 }
+
+/// Whether a `docker load` runs in the node's network namespace (a push is loading there).
+fn loading_on(node: &Node) -> bool {
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &node.netns])
+        .output()
+        .expect("ip netns pids");
+    String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .any(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|&b| b == 0).any(|arg| arg == b"load") && cmdline.starts_with(b"docker")
+        })
+}
+
+#[test]
+fn a_delta_load_that_fails_is_resent_whole_in_the_same_attempt() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    let node = tb.node("node2");
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("c");
+    let seeded = push(
+        &tb,
+        &cache_dir,
+        &[
+            "--delegate",
+            "localhost",
+            "-l",
+            "node2",
+            "--image",
+            &tb.images[0],
+        ],
+    );
+    assert_eq!(seeded.code(), Some(0), "{}", seeded.stderr());
+    // The next push leaves out the base that node2 holds through the first image. Remove that
+    // image while the archive is on its way: the load then lacks the base and fails.
+    tb.shape(node, Some("2mbit"));
+    let _unshape = common::defer(|| tb.shape(node, None));
+    let rest: Vec<&str> = tb.images[1..]
+        .iter()
+        .flat_map(|i| ["--image", i.as_str()])
+        .collect();
+    let run = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            push(
+                &tb,
+                &cache_dir,
+                &[&["--delegate", "localhost", "-l", "node2"][..], &rest].concat(),
+            )
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !loading_on(node) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(loading_on(node), "the transfer never started");
+        common::succeed(common::docker(&node.docker_host, &["rmi", &tb.images[0]]));
+        tb.shape(node, None);
+        run.join().unwrap()
+    });
+    assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout(), run.stderr());
+    let host = run.host("node2");
+    assert_eq!(host["status"], "loaded", "{host}");
+    assert_eq!(
+        host["attempts"], 1,
+        "the fallback is part of the same attempt: {host}"
+    );
+    assert_eq!(host["bytes_saved"], 0, "{host}");
+    let note = host["notes"][0].as_str().unwrap_or_default();
+    assert!(note.contains("sent the full archive"), "{host}");
+    assert!(
+        run.stdout().contains("sent the full archive"),
+        "{}",
+        run.stdout()
+    );
+    let on_node: Vec<String> = ids_on(&tb, node).into_iter().map(|(tag, _)| tag).collect();
+    assert_eq!(on_node, tb.images[1..].to_vec());
+}
