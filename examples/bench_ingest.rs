@@ -6,6 +6,8 @@
 //!
 //! One level per process, so the peak RSS (VmHWM) belongs to that run alone.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::BufWriter;
 use std::path::Path;
@@ -70,17 +72,8 @@ fn ingest(file: &Path, level: i32) -> Result<(), Box<dyn std::error::Error>> {
             "ingest_mb_per_s": mb(report.raw_bytes) / ingest_secs,
             "export_zstd_mb_per_s": mb(plan.compressed_bytes) / export_zstd_secs,
             "export_tar_mb_per_s": mb(plan.raw_bytes) / export_tar_secs,
-            "peak_rss_mb": peak_rss_kb() as f64 / 1024.0,
+            "peak_rss_mb": common::peak_rss_kib() as f64 / 1024.0,
         })
     );
     Ok(())
-}
-
-fn peak_rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

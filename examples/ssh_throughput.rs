@@ -4,6 +4,8 @@
 //!
 //!   ssh_throughput -i INVENTORY [-l PATTERN] [--mib N] [--pool K] [--cipher NAME]
 
+mod common;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -49,16 +51,6 @@ fn parse_args() -> Result<Args, String> {
         );
     }
     Ok(args)
-}
-
-/// Peak resident memory of this process (VmHWM), in KiB.
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::main]
@@ -130,7 +122,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         args.pool,
         bytes * results.len() as u64,
         (bytes * results.len() as u64) as f64 / 1e6 / wall,
-        peak_rss_kib()
+        common::peak_rss_kib()
     );
     Ok(())
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use futures::FutureExt;
 
 use crate::cli::{GlobalArgs, PushArgs};
-use crate::image::localhost::LocalDaemon;
+use crate::image::localhost::{LocalDaemon, ProgressHook, PullEvent};
 use crate::image::remote::RemoteDaemon;
 use crate::image::source::{self, FetchReport};
 use crate::image::{Cache, ImageRef};
@@ -41,7 +41,7 @@ pub async fn run(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<ExitCod
     // Nodes connect and gather facts while the delegate downloads; they wait for this only
     // when they need the images.
     let wanted: Wanted = async {
-        let fetched = fetch(&plan, args, &connector, &cache).await?;
+        let fetched = fetch(&plan, args, &connector, &cache, &progress).await?;
         wanted_images(&plan, &cache, &fetched)
     }
     .map(|result| result.map(Arc::new).map_err(|e| Arc::new(format!("{e:#}"))))
@@ -100,6 +100,7 @@ async fn fetch(
     args: &PushArgs,
     connector: &Connector,
     cache: &Cache,
+    progress: &Progress,
 ) -> anyhow::Result<FetchReport> {
     if args.offline {
         return Ok(source::resolve_offline(cache, &plan.images)?);
@@ -108,7 +109,9 @@ async fn fetch(
     let seed = plan.settings.seed;
     let report = match &plan.delegate {
         Delegate::Localhost => {
-            let daemon = LocalDaemon::connect()?.with_platform(args.platform.clone());
+            let daemon = LocalDaemon::connect()?
+                .with_platform(args.platform.clone())
+                .with_progress(pull_progress(progress.clone()));
             source::fetch(&daemon, cache, &plan.images, plan.pull, retry, seed).await?
         }
         Delegate::Host(host) => {
@@ -123,6 +126,20 @@ async fn fetch(
         }
     };
     Ok(report)
+}
+
+/// The daemon's own milestones of each pull ("Pulling from …", "Digest: …", "Status: …"),
+/// not its per-layer byte counts.
+fn pull_progress(progress: Progress) -> ProgressHook {
+    Arc::new(move |event: &PullEvent<'_>| {
+        let milestone = event.layer.is_none() || event.status.starts_with("Pulling from");
+        if milestone && event.current.is_none() {
+            progress.step(
+                "localhost",
+                &format!("{}: {}", event.reference, event.status),
+            );
+        }
+    })
 }
 
 /// `--images-file`: one reference per line; `#` starts a comment. A bad line names its number.

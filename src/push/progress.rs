@@ -10,10 +10,13 @@ use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, Prog
 
 use crate::report::HostReport;
 
+/// Cheap to clone: clones draw on the same bars.
+#[derive(Clone)]
 pub struct Progress {
     bars: Option<Bars>,
 }
 
+#[derive(Clone)]
 struct Bars {
     multi: MultiProgress,
     overall: ProgressBar,
