@@ -636,3 +636,47 @@ fn a_delta_load_that_fails_is_resent_whole_in_the_same_attempt() {
     let on_node: Vec<String> = ids_on(&tb, node).into_iter().map(|(tag, _)| tag).collect();
     assert_eq!(on_node, tb.images[1..].to_vec());
 }
+
+#[test]
+fn ctrl_c_during_the_download_stops_without_waiting_for_it() {
+    let Some((tb, _lock)) = clean_testbed() else {
+        return;
+    };
+    common::succeed(common::docker(
+        &tb.control_docker_host,
+        &["image", "prune", "--all", "--force"],
+    ));
+    // At 1 Mbit/s the pull of the test images takes most of a minute.
+    tb.shape_pulls(Some("1mbit"));
+    let _unshape = common::defer(|| tb.shape_pulls(None));
+    let cache = tempfile::tempdir().unwrap();
+    let child = tb
+        .dropship()
+        .args(["push", "-i"])
+        .arg(&tb.inventory_ini)
+        .arg("--images-file")
+        .arg(&tb.images_file)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args(["--delegate", "localhost"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    // Had it waited for the pull to finish, the images would now be in its cache.
+    let listing = common::succeed(
+        common::dropship()
+            .args(["cache", "list", "--json", "--cache-dir"])
+            .arg(cache.path())
+            .output()
+            .unwrap(),
+    );
+    let listing: Value = serde_json::from_slice(&listing.stdout).unwrap();
+    assert_eq!(listing["images"], serde_json::json!([]), "{listing}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("interrupted (Ctrl-C)"));
+}

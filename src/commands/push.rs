@@ -58,8 +58,18 @@ pub async fn run(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<ExitCod
         settings: &plan.settings,
         progress: &progress,
     };
-    let (report, downloaded) = tokio::join!(crate::push::run(&ctx, &plan.targets), wanted);
-    if let Err(reason) = downloaded {
+    // The download runs even while no node waits for it, and stops waiting at Ctrl-C (the
+    // push reports that), so an interrupted run never sits out a long pull.
+    let download = async {
+        tokio::select! {
+            result = wanted => Some(result),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    };
+    let (report, downloaded) = tokio::join!(crate::push::run(&ctx, &plan.targets), download);
+    if let Some(Err(reason)) = downloaded
+        && !report.interrupted
+    {
         progress.finish();
         anyhow::bail!("{reason}");
     }

@@ -258,16 +258,28 @@ impl Testbed {
 
     /// Limits what the bastion sends to `node` to `rate` (tc tbf, e.g. "4mbit"); `None` lifts it.
     pub fn shape(&self, node: &Node, rate: Option<&str>) {
-        let port = format!("port{}", node.name.trim_start_matches("node"));
+        self.shape_bastion_port(
+            &format!("port{}", node.name.trim_start_matches("node")),
+            rate,
+        );
+    }
+
+    /// Limits what the bastion (and its registry) sends to the root namespace: pulls on the
+    /// control daemon slow down; `None` lifts it.
+    pub fn shape_pulls(&self, rate: Option<&str>) {
+        self.shape_bastion_port("eth0", rate);
+    }
+
+    fn shape_bastion_port(&self, port: &str, rate: Option<&str>) {
         let bastion = format!("ds{}-bastion", self.id);
         let mut tc = Command::new("ip");
         tc.args(["netns", "exec", &bastion, "tc", "qdisc"]);
         match rate {
             Some(rate) => tc.args([
-                "replace", "dev", &port, "root", "tbf", "rate", rate, "burst", "32kbit", "latency",
+                "replace", "dev", port, "root", "tbf", "rate", rate, "burst", "32kbit", "latency",
                 "400ms",
             ]),
-            None => tc.args(["del", "dev", &port, "root"]),
+            None => tc.args(["del", "dev", port, "root"]),
         };
         let _ = tc.output().expect("run tc");
     }
