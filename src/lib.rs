@@ -8,6 +8,6 @@ pub mod image;
 pub mod inventory;
 pub mod logging;
 pub mod push;
-pub mod report;
 pub mod retry;
+pub mod shutdown;
 pub mod ssh;
