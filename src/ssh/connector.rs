@@ -60,8 +60,8 @@ impl Connector {
     pub fn new(options: ConnectOptions) -> Self {
         Connector {
             inner: Arc::new(Inner {
+                keys: KeyStore::new(options.key_passphrase.clone()),
                 options,
-                keys: KeyStore::default(),
                 bastions: Mutex::new(HashMap::new()),
             }),
         }

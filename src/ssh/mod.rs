@@ -27,7 +27,7 @@ mod options;
 mod session;
 mod tty;
 
-pub use auth::PASSPHRASE_ENV;
+pub use auth::{PASSPHRASE_ENV, Passphrase};
 pub use command::{RemoteCommand, quote, quote_words};
 pub use connector::Connector;
 pub use error::{SshError, Step};

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::auth::{PASSPHRASE_ENV, Passphrase};
 use super::host::{Hop, StrictHostKeyChecking};
 use super::host_keys::UnknownHostPolicy;
 
@@ -33,12 +34,14 @@ pub struct ConnectOptions {
     pub agent_socket: Option<PathBuf>,
     /// Where the default keys id_ed25519, id_ecdsa, id_rsa are looked for (default: ~/.ssh).
     pub default_key_dir: Option<PathBuf>,
+    /// For encrypted keys (default: `DROPSHIP_SSH_PASSPHRASE`); `None`: asked on the terminal.
+    pub key_passphrase: Option<Passphrase>,
     /// Ciphers to offer, most preferred first, by SSH name (e.g. `aes256-gcm@openssh.com`).
     pub ciphers: Vec<String>,
 }
 
 /// Cipher preference. AES-GCM first: with AES instructions (x86-64 AES-NI, ARMv8 crypto) it
-/// ran 1.1–1.8× faster than chacha20-poly1305 here (README "SSH transport"); OpenSSH servers
+/// ran 1.1–1.8× faster than chacha20-poly1305 here (docs/ssh.md); OpenSSH servers
 /// accept all of these by default.
 pub const DEFAULT_CIPHERS: [&str; 6] = [
     "aes256-gcm@openssh.com",
@@ -49,7 +52,7 @@ pub const DEFAULT_CIPHERS: [&str; 6] = [
     "aes128-ctr",
 ];
 
-/// Connections per bastion by default: see README "SSH transport" for the measurement.
+/// Connections per bastion by default: see docs/ssh.md for the measurement.
 pub const DEFAULT_BASTION_CONNECTIONS: usize = 2;
 
 impl Default for ConnectOptions {
@@ -69,6 +72,7 @@ impl Default for ConnectOptions {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
             default_key_dir: dirs::home_dir().map(|home| home.join(".ssh")),
+            key_passphrase: std::env::var(PASSPHRASE_ENV).ok().map(Passphrase),
             ciphers: DEFAULT_CIPHERS.iter().map(|c| c.to_string()).collect(),
         }
     }

@@ -1,7 +1,7 @@
-//! Encrypted keys: the passphrase comes from DROPSHIP_SSH_PASSPHRASE (no TTY in tests).
-//! Alone in its test binary because it sets a process environment variable.
+//! Encrypted keys: the passphrase comes from the options (DROPSHIP_SSH_PASSPHRASE by default;
+//! there is no TTY in tests).
 
-use dropship::ssh::{ConnectOptions, Connector, PASSPHRASE_ENV, RemoteCommand, SshError};
+use dropship::ssh::{ConnectOptions, Connector, Passphrase, RemoteCommand, SshError};
 
 #[test]
 fn an_encrypted_key_needs_its_passphrase() {
@@ -17,10 +17,9 @@ fn an_encrypted_key_needs_its_passphrase() {
         .unwrap();
     assert!(status.success());
     let connect = |passphrase: &str| {
-        // SAFETY: the only test of this binary; no other thread reads the environment meanwhile.
-        unsafe { std::env::set_var(PASSPHRASE_ENV, passphrase) };
         let options = ConnectOptions {
             private_key: Some(key.clone()),
+            key_passphrase: Some(Passphrase(passphrase.to_string())),
             ..tb.connect_options()
         };
         tokio::runtime::Runtime::new().unwrap().block_on(async {

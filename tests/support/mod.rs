@@ -358,6 +358,7 @@ impl Testbed {
         ConnectOptions {
             agent_socket: None,
             default_key_dir: None,
+            key_passphrase: None,
             connect_timeout: Duration::from_secs(5),
             ..ConnectOptions::default()
         }
