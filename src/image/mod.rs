@@ -14,9 +14,9 @@
 pub mod archive;
 pub mod cache;
 pub mod compression;
-pub mod credentials;
 pub mod digest;
 pub mod localhost;
+pub mod platform;
 pub mod reference;
 pub mod remote;
 pub mod source;

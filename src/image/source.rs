@@ -12,9 +12,9 @@ use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::cache::{Cache, CacheError, IngestReport};
-use super::credentials::CredentialError;
 use super::digest::ImageId;
 use super::reference::ImageRef;
+use crate::registry::CredentialError;
 use crate::retry::{self, Jitter, RetryPolicy, Transient};
 use crate::ssh::SshError;
 
