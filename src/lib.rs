@@ -8,6 +8,7 @@ pub mod image;
 pub mod inventory;
 pub mod logging;
 pub mod push;
+pub mod registry;
 pub mod retry;
 pub mod shutdown;
 pub mod ssh;

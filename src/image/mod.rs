@@ -14,8 +14,8 @@
 pub mod archive;
 pub mod cache;
 pub mod compression;
-pub mod credentials;
 pub mod digest;
+pub mod platform;
 pub mod reference;
 pub mod source;
 /// Synthetic docker-archives for tests and benchmarks; not part of the shipped library.

@@ -16,8 +16,8 @@ pub mod localhost;
 pub mod remote;
 
 use crate::image::cache::{Cache, CacheError, IngestReport};
-use crate::image::credentials::CredentialError;
 use crate::image::{ImageId, ImageRef};
+use crate::registry::CredentialError;
 use crate::retry::{self, Jitter, RetryPolicy, Transient};
 use crate::ssh::SshError;
 
