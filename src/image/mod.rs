@@ -15,6 +15,7 @@ pub mod archive;
 pub mod cache;
 pub mod compression;
 pub mod digest;
+pub mod manifest;
 pub mod platform;
 pub mod reference;
 pub mod source;
@@ -23,8 +24,8 @@ pub mod source;
 pub mod synth;
 
 pub use cache::{
-    ArchiveFormat, ArchivePlan, ArchiveReader, Cache, CacheError, ImageRecord, IngestReport,
-    layers_to_omit,
+    ArchiveFormat, ArchiveLayout, ArchivePlan, ArchiveReader, Cache, CacheError, ImageRecord,
+    IngestReport, LayerBlob, layers_to_omit,
 };
 pub use digest::{DiffId, Digest, ImageId};
 pub use reference::{ImageRef, RefError};

@@ -15,7 +15,7 @@ use super::progress::Progress;
 use super::report::{HostReport, HostStatus, ImageAction, ImageResult};
 use super::transfer::{self, Landing};
 use crate::facts::{self, Facts, FactsError};
-use crate::image::{ArchiveFormat, ArchivePlan, Cache, CacheError, DiffId, ImageId};
+use crate::image::{ArchiveFormat, ArchiveLayout, ArchivePlan, Cache, CacheError, DiffId, ImageId};
 use crate::retry::{self, Jitter, Transient};
 use crate::ssh::{Connector, Session, SshError};
 
@@ -253,17 +253,20 @@ async fn act(
         host: host.to_string(),
         source,
     };
-    let plan = ctx.cache.archive_plan(&ids, &omit).map_err(cache_error)?;
+    let plan = ctx
+        .cache
+        .archive_plan(&ids, &omit, DOCKER_LAYOUT, format)
+        .map_err(cache_error)?;
     let mut outcome = Outcome {
         bytes_saved: plan.saved_bytes,
         ..Outcome::new(HostStatus::Loaded, images)
     };
     if ctx.settings.check {
-        outcome.would_send = wire_size(&plan, format).unwrap_or(plan.raw_bytes);
+        outcome.would_send = plan.wire_bytes().unwrap_or(plan.raw_bytes);
         return Ok(outcome);
     }
     let delta_used = !plan.omitted.is_empty();
-    match send(ctx, target, session, &chosen, plan, format, sent).await {
+    match send(ctx, target, session, &chosen, plan, sent).await {
         Err(NodeError::Load { stderr, .. }) if delta_used => {
             // The node did not take an archive with layers left out (its store is not what
             // its facts said): the same attempt sends everything instead.
@@ -273,9 +276,9 @@ async fn act(
             outcome.bytes_saved = 0;
             let full = ctx
                 .cache
-                .archive_plan(&ids, &HashSet::new())
+                .archive_plan(&ids, &HashSet::new(), DOCKER_LAYOUT, format)
                 .map_err(cache_error)?;
-            send(ctx, target, session, &chosen, full, format, sent).await?;
+            send(ctx, target, session, &chosen, full, sent).await?;
         }
         other => other?,
     }
@@ -322,23 +325,23 @@ fn format_for(facts: &Facts) -> ArchiveFormat {
     }
 }
 
-/// The exact bytes on the wire, where known before sending.
-fn wire_size(plan: &ArchivePlan, format: ArchiveFormat) -> Option<u64> {
-    match format {
-        ArchiveFormat::Zstd => Some(plan.compressed_bytes),
-        ArchiveFormat::Tar => Some(plan.raw_bytes),
-        ArchiveFormat::Gzip => None,
-    }
-}
+/// Docker 20.10's `docker load` reads gzip and plain layer files, not zstd ones.
+const DOCKER_LAYOUT: ArchiveLayout = ArchiveLayout::Docker {
+    zstd_members: false,
+};
 
 /// The name a kept archive gets on the node: the same content gets the same name.
-fn archive_name(plan: &ArchivePlan, format: ArchiveFormat) -> String {
+fn archive_name(plan: &ArchivePlan) -> String {
     let mut hasher = Sha256::new();
     for id in plan.images.iter().chain(&plan.omitted) {
         hasher.update(id.to_string().as_bytes());
     }
     let digest = hex::encode(hasher.finalize());
-    format!("dropship-{}.{}", &digest[..16], transfer::extension(format))
+    format!(
+        "dropship-{}.{}",
+        &digest[..16],
+        transfer::extension(plan.format)
+    )
 }
 
 async fn send(
@@ -347,7 +350,6 @@ async fn send(
     session: &Session,
     images: &[&WantedImage],
     plan: ArchivePlan,
-    format: ArchiveFormat,
     sent: &Arc<AtomicU64>,
 ) -> Result<(), NodeError> {
     let host = target.host.name();
@@ -361,17 +363,22 @@ async fn send(
         })
         .collect();
     let landing = if ctx.settings.keep_remote_cache {
-        Landing::keep(&ctx.settings.local_release_dir, archive_name(&plan, format))
+        Landing::keep(&ctx.settings.local_release_dir, archive_name(&plan))
     } else {
         Landing::Stream
     };
-    let size = wire_size(&plan, format);
-    let command =
-        transfer::load_command(format, &landing, size, &names, target.host.become_.as_ref());
+    let size = plan.wire_bytes();
+    let command = transfer::load_command(
+        plan.format,
+        &landing,
+        size,
+        &names,
+        target.host.become_.as_ref(),
+    );
     let _bar = ctx
         .progress
         .transfer(host, size.unwrap_or(plan.raw_bytes), sent.clone());
-    let reader = ctx.cache.archive_reader(plan, format);
+    let reader = ctx.cache.archive_reader(plan);
     let output = session
         .exec(&command)
         .stdin(reader)
@@ -443,6 +450,9 @@ mod tests {
                     .iter()
                     .map(|l| crate::image::Digest::of(l.as_bytes()))
                     .collect(),
+                manifest: None,
+                index: None,
+                platform: None,
             },
         }
     }
