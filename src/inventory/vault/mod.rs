@@ -204,7 +204,7 @@ impl Payload {
 /// byte `n` in 1..=16, and the last `n` bytes all equal to `n`.
 fn unpad(mut data: Vec<u8>) -> Result<Vec<u8>, VaultError> {
     let n = usize::from(*data.last().ok_or(VaultError::Padding)?);
-    let valid = data.len() % BLOCK_LEN == 0
+    let valid = data.len().is_multiple_of(BLOCK_LEN)
         && (1..=BLOCK_LEN).contains(&n)
         && data[data.len() - n..].iter().all(|b| usize::from(*b) == n);
     if !valid {
