@@ -12,3 +12,4 @@ pub mod registry;
 pub mod retry;
 pub mod shutdown;
 pub mod ssh;
+mod tty;

@@ -12,7 +12,6 @@ use serde::Serialize;
 use crate::cli::{CacheCommand, CacheDirArgs, GlobalArgs};
 use crate::image::compression::zstd_level_for_gzip;
 use crate::image::{ArchiveFormat, ArchiveLayout, Cache, DiffId, ImageId};
-use crate::inventory::Inventory;
 use crate::push::kubespray::DownloadSettings;
 
 pub fn run(global: &GlobalArgs, command: &CacheCommand) -> anyhow::Result<ExitCode> {
@@ -37,7 +36,7 @@ fn open(global: &GlobalArgs, args: &CacheDirArgs) -> anyhow::Result<Cache> {
     let settings = if global.inventory.is_empty() {
         DownloadSettings::default()
     } else {
-        DownloadSettings::from_inventory(&Inventory::load(&global.inventory)?)?
+        DownloadSettings::from_inventory(&super::load_inventory(global)?)?
     };
     let dir = Cache::resolve_dir(args.cache_dir.as_deref(), settings.cache_dir.as_deref());
     Cache::open(&dir, Some(zstd_level_for_gzip(settings.compress)))
