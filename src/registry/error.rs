@@ -134,16 +134,18 @@ impl ErrorKind {
     }
 }
 
-/// rustls' verdict on a certificate, however deep hyper and the io layer wrapped it.
+/// rustls' verdict on a certificate, however deep hyper and io errors wrapped it (an
+/// `io::Error`'s `source()` skips the error it wraps, so those are unwrapped by hand).
 fn is_certificate_error(cause: &(dyn std::error::Error + 'static)) -> bool {
-    let rustls_error = cause.downcast_ref::<rustls::Error>().or_else(|| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    });
+    let mut current = cause;
+    while let Some(inner) = current
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        current = inner;
+    }
     matches!(
-        rustls_error,
+        current.downcast_ref::<rustls::Error>(),
         Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
     )
 }
