@@ -411,6 +411,17 @@ async fn an_open_registry_serves_manifests_as_pushed_and_verified_blobs() {
     let layer = &resolved.manifest.image().unwrap().layers[0];
     assert_eq!(*layer, pushed.arm64_layer_descriptor);
     assert_eq!(download(&registry, &multi, layer).await, pushed.arm64_layer);
+    // The same as an AsyncRead, e.g. for a decompressor or an SSH channel's stdin.
+    let mut reader = registry
+        .blob(&multi, layer)
+        .await
+        .unwrap()
+        .into_async_read();
+    let mut read = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut read)
+        .await
+        .unwrap();
+    assert_eq!(read, pushed.arm64_layer);
     assert_eq!(
         registry.blob_size(&multi, &layer.digest).await.unwrap(),
         pushed.arm64_layer.len() as u64
