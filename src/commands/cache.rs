@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use crate::cli::{CacheCommand, CacheDirArgs, GlobalArgs};
 use crate::image::compression::zstd_level_for_gzip;
-use crate::image::{ArchiveFormat, Cache, DiffId, ImageId};
+use crate::image::{ArchiveFormat, ArchiveLayout, Cache, DiffId, ImageId};
 use crate::inventory::Inventory;
-use crate::inventory::settings::DownloadSettings;
+use crate::push::kubespray::DownloadSettings;
 
 pub fn run(global: &GlobalArgs, command: &CacheCommand) -> anyhow::Result<ExitCode> {
     let open = |args: &CacheDirArgs| open(global, args);
@@ -177,19 +177,22 @@ fn export(cache: &Cache, images: &[String], output: &Path, zstd: bool) -> anyhow
     for wanted in images {
         ids.push(cache.require(wanted)?.id);
     }
-    let plan = cache.archive_plan(&ids, &HashSet::new())?;
     let format = if zstd {
         ArchiveFormat::Zstd
     } else {
         ArchiveFormat::Tar
     };
+    let layout = ArchiveLayout::Docker {
+        zstd_members: false,
+    };
+    let plan = cache.archive_plan(&ids, &HashSet::new(), layout, format)?;
     let written = if output == Path::new("-") {
-        cache.write_archive(&plan, format, std::io::stdout().lock())?
+        cache.write_archive(&plan, std::io::stdout().lock())?
     } else {
         let file = std::fs::File::create(output)
             .with_context(|| format!("cannot create {}", output.display()))?;
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
-        let written = cache.write_archive(&plan, format, &mut writer)?;
+        let written = cache.write_archive(&plan, &mut writer)?;
         writer
             .flush()
             .with_context(|| format!("cannot write {}", output.display()))?;
@@ -211,9 +214,10 @@ fn verify(cache: &Cache) -> anyhow::Result<ExitCode> {
         println!("PROBLEM: {problem}");
     }
     println!(
-        "checked {} image(s), {} layer(s), {} config(s): {} problem(s)",
+        "checked {} image(s), {} layer(s), {} blob(s), {} config(s): {} problem(s)",
         report.images,
         report.layers,
+        report.blobs,
         report.configs,
         report.problems.len()
     );
@@ -231,9 +235,10 @@ fn verify(cache: &Cache) -> anyhow::Result<ExitCode> {
 fn prune(cache: &Cache, all: bool) -> anyhow::Result<ExitCode> {
     let report = cache.prune(all)?;
     println!(
-        "removed {} image(s), {} layer(s), {} config(s); freed {}",
+        "removed {} image(s), {} layer(s), {} blob(s), {} config(s); freed {}",
         report.removed_images,
         report.removed_layers,
+        report.removed_blobs,
         report.removed_configs,
         HumanBytes(report.freed_bytes)
     );

@@ -10,7 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// What an image was built for: an OS, a CPU architecture and, for ARM, a variant.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Platform {
     os: String,
     architecture: String,

@@ -104,6 +104,9 @@ mod tests {
                 repo_tags: vec![tag],
                 repo_digests: vec![],
                 diff_ids: layers.iter().map(|l| digest(l)).collect(),
+                manifest: None,
+                index: None,
+                platform: None,
             },
         }
     }

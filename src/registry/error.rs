@@ -8,8 +8,8 @@
 use reqwest::StatusCode;
 
 use super::credentials::CredentialError;
-use super::manifest::ManifestError;
 use crate::image::Digest;
+use crate::image::manifest::ManifestError;
 use crate::retry::Transient;
 
 /// A failed registry operation: which image, which host, what happened.

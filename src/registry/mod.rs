@@ -75,7 +75,6 @@ mod auth;
 mod blob;
 pub mod credentials;
 mod error;
-pub mod manifest;
 pub mod mirrors;
 mod transport;
 
@@ -86,10 +85,12 @@ use std::time::Duration;
 
 use reqwest::Method;
 
+pub use crate::image::manifest::{
+    self, Content, Descriptor, ImageManifest, Index, Manifest, ManifestError, MediaType,
+};
 pub use blob::Blob;
 pub use credentials::{Credential, CredentialError};
 pub use error::{ErrorKind, RegistryError};
-pub use manifest::{Content, Descriptor, ImageManifest, Index, Manifest, ManifestError, MediaType};
 pub use mirrors::{Endpoint, Mirrors, MirrorsError};
 
 use crate::image::platform::Platform;

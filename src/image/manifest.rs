@@ -6,7 +6,7 @@
 //! Docker schema 1 (signed, pre-2017) is refused: containerd 2 refuses it too.
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::image::Digest;
 use crate::image::platform::Platform;
@@ -72,13 +72,13 @@ impl std::fmt::Display for MediaType {
 
 /// A reference to content: what it is, its digest and exact size, and for an index entry the
 /// platform it is for.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
 }
 

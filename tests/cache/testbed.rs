@@ -8,14 +8,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::{DOCKER, Testbed, docker, locked_testbed, stdout, succeed};
-use dropship::image::localhost::LocalDaemon;
+use crate::support::{DOCKER, Testbed, docker, stdout, succeed};
+use dropship::image::source::localhost::LocalDaemon;
 use dropship::image::source::{self, FetchReport, PullPolicy, SourceError, resolve_offline};
-use dropship::image::{ArchiveFormat, Cache, CacheError, ImageId, ImageRef};
+use dropship::image::{ArchiveFormat, ArchiveLayout, Cache, CacheError, ImageId, ImageRef};
 use dropship::retry::RetryPolicy;
 use tokio::io::AsyncReadExt;
-
-mod common;
 
 fn images(tb: &Testbed) -> Vec<ImageRef> {
     tb.images
@@ -83,6 +81,19 @@ fn assert_images_on(host: &str, names: &[String], ids: &[ImageId], context: &str
 
 /// Stream an archive into `zstd -dc | docker load` on a node, like a push does over SSH.
 /// Returns the streaming error, if any, and whether `docker load` succeeded.
+/// The docker-archive a Docker node is sent.
+fn docker_plan(
+    cache: &Cache,
+    ids: &[ImageId],
+    omit: &HashSet<dropship::image::DiffId>,
+    format: ArchiveFormat,
+) -> dropship::image::ArchivePlan {
+    let layout = ArchiveLayout::Docker {
+        zstd_members: false,
+    };
+    cache.archive_plan(ids, omit, layout, format).unwrap()
+}
+
 async fn load_on(
     host: &str,
     mut archive: impl tokio::io::AsyncRead + Unpin,
@@ -132,9 +143,7 @@ async fn fetched_cache(tb: &Testbed) -> (tempfile::TempDir, Cache, Vec<ImageId>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn localhost_pull_stores_shared_layers_once_and_the_next_run_saves_nothing() {
-    let Some((tb, _lock)) = locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let control_host = tb.control_docker_host.clone();
     for image in images(&tb) {
         // Make the pull real: the control daemon must fetch from the registry.
@@ -212,9 +221,7 @@ async fn localhost_pull_stores_shared_layers_once_and_the_next_run_saves_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_images_fail_at_once_with_a_clear_message() {
-    let Some((tb, _lock)) = locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), None).unwrap();
     let missing = ImageRef::parse(&format!("{}/dropship/absent:v9", tb.registry.as_str())).unwrap();
@@ -228,16 +235,14 @@ async fn unknown_images_fail_at_once_with_a_clear_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_archives_load_with_identical_ids_in_full_and_without_present_layers() {
-    let Some((tb, _lock)) = locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let (_dir, cache, ids) = fetched_cache(&tb).await;
     let names: Vec<String> = images(&tb).iter().map(ImageRef::familiar).collect();
 
     // Everything, through the CLI, into an empty daemon.
     let node1 = tb.node("node1").docker_host.clone();
     empty_daemon(&node1);
-    let mut export = common::dropship()
+    let mut export = crate::support::dropship()
         .args(["cache", "export", "--zstd", "-o", "-", "--cache-dir"])
         .arg(cache.root())
         .args(&names)
@@ -259,13 +264,8 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
     // A node holding the first image gets the others without the layers it already has.
     let node2 = tb.node("node2").docker_host.clone();
     empty_daemon(&node2);
-    let first = cache.archive_plan(&ids[..1], &HashSet::new()).unwrap();
-    let (err, ok) = load_on(
-        &node2,
-        cache.archive_reader(first, ArchiveFormat::Zstd),
-        ArchiveFormat::Zstd,
-    )
-    .await;
+    let first = docker_plan(&cache, &ids[..1], &HashSet::new(), ArchiveFormat::Zstd);
+    let (err, ok) = load_on(&node2, cache.archive_reader(first), ArchiveFormat::Zstd).await;
     assert!(err.is_none() && ok);
     let present: HashSet<_> = cache
         .record(&ids[0])
@@ -274,16 +274,11 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
         .diff_ids
         .into_iter()
         .collect();
-    let delta = cache.archive_plan(&ids[1..], &present).unwrap();
-    let full = cache.archive_plan(&ids[1..], &HashSet::new()).unwrap();
+    let delta = docker_plan(&cache, &ids[1..], &present, ArchiveFormat::Zstd);
+    let full = docker_plan(&cache, &ids[1..], &HashSet::new(), ArchiveFormat::Zstd);
     assert!(!delta.omitted.is_empty(), "the images share a base layer");
     assert!(delta.compressed_bytes + delta.saved_bytes <= full.compressed_bytes + 1024);
-    let (err, ok) = load_on(
-        &node2,
-        cache.archive_reader(delta, ArchiveFormat::Zstd),
-        ArchiveFormat::Zstd,
-    )
-    .await;
+    let (err, ok) = load_on(&node2, cache.archive_reader(delta), ArchiveFormat::Zstd).await;
     assert!(
         err.is_none() && ok,
         "docker load of the delta archive failed"
@@ -293,8 +288,8 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
     // Nodes without zstd get plain tar or gzip, layers decompressed on the fly.
     for format in [ArchiveFormat::Gzip, ArchiveFormat::Tar] {
         empty_daemon(&node1);
-        let plan = cache.archive_plan(&ids, &HashSet::new()).unwrap();
-        let (err, ok) = load_on(&node1, cache.archive_reader(plan, format), format).await;
+        let plan = docker_plan(&cache, &ids, &HashSet::new(), format);
+        let (err, ok) = load_on(&node1, cache.archive_reader(plan), format).await;
         assert!(
             err.is_none() && ok,
             "docker load of the {format:?} archive failed"
@@ -305,9 +300,7 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
-    let Some((tb, _lock)) = locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let (dir, cache, ids) = fetched_cache(&tb).await;
     let record = cache.record(&ids[0]).unwrap().unwrap();
     let victim = record.diff_ids.last().unwrap();
@@ -322,13 +315,8 @@ async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
 
     let node3 = tb.node("node3").docker_host.clone();
     empty_daemon(&node3);
-    let plan = cache.archive_plan(&ids[..1], &HashSet::new()).unwrap();
-    let (err, ok) = load_on(
-        &node3,
-        cache.archive_reader(plan, ArchiveFormat::Zstd),
-        ArchiveFormat::Zstd,
-    )
-    .await;
+    let plan = docker_plan(&cache, &ids[..1], &HashSet::new(), ArchiveFormat::Zstd);
+    let (err, ok) = load_on(&node3, cache.archive_reader(plan), ArchiveFormat::Zstd).await;
     let err = err.expect("the stream must fail");
     assert!(err.to_string().contains(&victim.to_string()), "{err}");
     assert!(!ok, "docker load must not succeed");
@@ -344,9 +332,7 @@ async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_importing_into_one_cache_at_once_leave_it_consistent() {
-    let Some((tb, _lock)) = locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("save.tar.gz");
     let names: Vec<String> = images(&tb).iter().map(|r| r.to_string()).collect();
@@ -364,7 +350,7 @@ async fn two_processes_importing_into_one_cache_at_once_leave_it_consistent() {
     let cache_dir = work.path().join("cache");
     let importers: Vec<_> = (0..2)
         .map(|_| {
-            common::dropship()
+            crate::support::dropship()
                 .args(["cache", "import", "--cache-dir"])
                 .arg(&cache_dir)
                 .arg(&archive)
@@ -376,7 +362,7 @@ async fn two_processes_importing_into_one_cache_at_once_leave_it_consistent() {
     for mut importer in importers {
         assert!(importer.wait().unwrap().success());
     }
-    let verify = common::dropship()
+    let verify = crate::support::dropship()
         .args(["cache", "verify", "--cache-dir"])
         .arg(&cache_dir)
         .output()

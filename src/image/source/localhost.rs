@@ -11,9 +11,8 @@ use bollard::query_parameters::CreateImageOptions;
 use futures::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::digest::Digest;
-use super::reference::ImageRef;
-use super::source::{Daemon, Inspected, SourceError, classify_pull_message};
+use super::{Daemon, Inspected, SourceError, classify_pull_message};
+use crate::image::{Digest, ImageRef};
 use crate::registry::credentials::{self, Credential};
 const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
