@@ -1,6 +1,7 @@
 //! The registry client against real `docker-registry` processes on 127.0.0.1: an open one over
 //! plain HTTP, and one over TLS (a CA made here with openssl) with htpasswd users, reached
-//! with credentials from a docker config file and from a credential helper.
+//! with credentials from a docker config file and from a credential helper (run by a child
+//! process of this binary, whose PATH has it).
 //!
 //! Each test starts its own registry on a free port in a temporary directory and pushes its
 //! image through the registry's HTTP API, so tests run side by side and leave nothing behind.
@@ -9,7 +10,6 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -471,63 +471,108 @@ async fn plain_http_is_used_only_when_configured() {
     assert!(matches!(err.kind, ErrorKind::Network(_)), "{err:?}");
 }
 
-/// `docker-credential-test` on PATH: it answers `USER`/`PASSWORD` for a registry on
-/// 127.0.0.1 and "not found" for any other.
-fn credential_helper_on_path() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("registry-client-helper");
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = dir.join("docker-credential-test");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n\
-                 case \"$server\" in 127.0.0.1:*) ;; *) echo 'credentials not found in native keychain'; exit 1;; esac\n\
-                 printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n"
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let dirs = std::iter::once(dir).chain(std::env::split_paths(&path));
-        // SAFETY: the tests that need the helper call this first; none of this binary's
-        // threads reads the environment outside std's own locking (no C getenv: addresses here
-        // are IP literals, so nothing resolves names).
-        unsafe { std::env::set_var("PATH", std::env::join_paths(dirs).unwrap()) };
-    });
+/// The credential helper of the helper test, named so that no real PATH has it.
+const HELPER: &str = "dropship-test";
+/// Set (to the helper's directory) in the child process that has the helper on PATH.
+const HELPER_DIR_VAR: &str = "DROPSHIP_TEST_CREDENTIAL_HELPER_DIR";
+
+/// Writes `docker-credential-dropship-test` into a fresh directory: it answers `USER` and
+/// `PASSWORD` for a registry on 127.0.0.1 and "not found" for any other.
+fn write_credential_helper(dir: &Path) {
+    let script = dir.join(format!("docker-credential-{HELPER}"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n\
+             case \"$server\" in 127.0.0.1:*) ;; *) echo 'credentials not found in native keychain'; exit 1;; esac\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[tokio::test]
-async fn a_tls_registry_with_htpasswd_takes_config_and_helper_credentials() {
-    credential_helper_on_path();
+async fn a_tls_registry_with_htpasswd_takes_credentials_from_the_docker_config() {
     let server = TestRegistry::secured();
     let pushed = push(&server, Some((USER, PASSWORD))).await;
     let multi = server.image("app:multi");
     let arm64 = Platform::parse("linux/arm64").unwrap();
 
+    // Keyed the way `docker login https://host` writes it; looked up by host.
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    let from_file = server.docker_config(
+    let credentials = server.docker_config(
         "file",
         json!({"auths": {format!("https://{}", server.host): {"auth": auth}}}),
     );
-    let from_helper = server.docker_config(
+    let registry = server.client(credentials);
+    let resolved = registry.resolve_platform(&multi, &arm64).await.unwrap();
+    assert_eq!(resolved.manifest.bytes, pushed.arm64);
+    let layer = &resolved.manifest.image().unwrap().layers[0];
+    assert_eq!(download(&registry, &multi, layer).await, pushed.arm64_layer);
+}
+
+/// A login through `credHelpers`. The helper must be on PATH, and PATH is not changed in a
+/// process running other tests: so this test runs twice. Here, without the helper on PATH,
+/// the lookup fails and names the helper; then again in a child process of this test binary
+/// whose PATH has it, where the login works.
+#[tokio::test]
+async fn a_tls_registry_with_htpasswd_takes_credentials_from_a_helper() {
+    let server = TestRegistry::secured();
+    let pushed = push(&server, Some((USER, PASSWORD))).await;
+    let multi = server.image("app:multi");
+    let credentials = server.docker_config(
         "helper",
-        json!({"credHelpers": {server.host.clone(): "test"}}),
+        json!({"credHelpers": {server.host.clone(): HELPER}}),
     );
-    for credentials in [from_file, from_helper] {
-        let registry = server.client(credentials.clone());
+    let registry = server.client(credentials);
+
+    if std::env::var_os(HELPER_DIR_VAR).is_some() {
+        // The child: the helper is on PATH.
+        let manifest = registry.resolve(&multi).await.unwrap();
+        assert_eq!(manifest.bytes, pushed.index);
+        let arm64 = Platform::parse("linux/arm64").unwrap();
         let resolved = registry.resolve_platform(&multi, &arm64).await.unwrap();
-        assert_eq!(resolved.manifest.bytes, pushed.arm64, "{credentials:?}");
         let layer = &resolved.manifest.image().unwrap().layers[0];
         assert_eq!(download(&registry, &multi, layer).await, pushed.arm64_layer);
+        return;
     }
+
+    let err = registry.resolve(&multi).await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Credentials(_)), "{err:?}");
+    assert!(!err.is_transient());
+    assert!(
+        err.to_string().contains(&format!(
+            "docker-credential-{HELPER} failed for {}",
+            server.host
+        )),
+        "{err}"
+    );
+
+    let helper_dir = tempfile::tempdir().unwrap();
+    write_credential_helper(helper_dir.path());
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(helper_dir.path().to_path_buf()).chain(std::env::split_paths(&path));
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_tls_registry_with_htpasswd_takes_credentials_from_a_helper",
+            "--nocapture",
+        ])
+        .env("PATH", std::env::join_paths(dirs).unwrap())
+        .env(HELPER_DIR_VAR, helper_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success() && stdout.contains("1 passed"),
+        "the child with the helper on PATH failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
 }
 
 #[tokio::test]
 async fn a_wrong_password_fails_at_once_and_never_shows_the_password() {
-    credential_helper_on_path();
     let server = TestRegistry::secured();
     push(&server, Some((USER, PASSWORD))).await;
     let wrong = "not-the-password-42";
