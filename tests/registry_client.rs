@@ -468,7 +468,9 @@ async fn plain_http_is_used_only_when_configured() {
         .resolve(&server.image("app:multi"))
         .await
         .unwrap_err();
-    assert!(matches!(err.kind, ErrorKind::Network(_)), "{err:?}");
+    assert!(matches!(err.kind, ErrorKind::Tls(_)), "{err:?}");
+    assert!(err.to_string().contains("does not speak TLS"), "{err}");
+    assert!(!err.is_transient());
 }
 
 /// The credential helper of the helper test, named so that no real PATH has it.
@@ -619,5 +621,6 @@ async fn a_wrong_password_fails_at_once_and_never_shows_the_password() {
     .unwrap();
     let err = untrusting.resolve(&multi).await.unwrap_err();
     assert!(matches!(err.kind, ErrorKind::Tls(_)), "{err:?}");
+    assert!(err.to_string().contains("trust its CA"), "{err}");
     assert!(!err.is_transient());
 }
