@@ -9,5 +9,6 @@ mod support;
 mod cache;
 mod inventory;
 mod push;
+mod registry_client;
 mod ssh;
 mod testbed;
