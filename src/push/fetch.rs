@@ -1,22 +1,36 @@
-//! Filling the cache from the download delegate, once per run, while the nodes connect.
+//! The images of a push, as each node needs them: fetched once per platform, shared by every
+//! node of that platform, while the nodes connect.
+//!
+//! - From registries (the localhost delegate's default): each platform's manifests and configs
+//!   are fetched the first time a node of that platform asks; their layers download in the
+//!   background into the cache, and nodes are sent them while they arrive.
+//! - From a Docker daemon (the localhost one with `--source docker`, or a remote delegate's):
+//!   one pull and one `docker save` for the run, of the plan's platform (the delegate's own, or
+//!   `--platform`), for every node.
+//! - `--offline`: the cache alone.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::{LocalBoxFuture, Shared};
 
 use super::decide::WantedImage;
-use super::plan::{Delegate, Plan};
+use super::plan::{Delegate, LocalSource, Plan};
 use super::progress::Progress;
+use crate::image::platform::Platform;
 use crate::image::source::localhost::{LocalDaemon, ProgressHook, PullEvent};
+use crate::image::source::registry::RegistrySource;
 use crate::image::source::remote::RemoteDaemon;
 use crate::image::source::{self, FetchReport, SourceError};
-use crate::image::{Cache, CacheError};
+use crate::image::{Cache, CacheError, ImageRecord};
+
 use crate::ssh::{Connector, SshError};
 
-/// The images to push, once the delegate has filled the cache. Nodes connect and gather their
-/// facts while the download runs, and wait for this only when they need it; the error is the
-/// download's, as text, shared by every node that waited.
+/// The images for the nodes of one platform, once fetched; the error is the fetch's, as text,
+/// shared by every node that waited.
 pub type Wanted<'a> = Shared<LocalBoxFuture<'a, Result<Arc<Vec<WantedImage>>, Arc<String>>>>;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,20 +48,121 @@ pub enum FetchError {
     Lost { reference: String, id: String },
 }
 
-/// The download of the plan's images, started on first poll and shared by every node.
-pub fn wanted<'a>(
+/// Where the images come from, for one run.
+enum Origin<'a> {
+    /// One fetch for every node: a Docker daemon, or the cache alone.
+    Once(Wanted<'a>),
+    /// Registries: one fetch per platform.
+    Registry {
+        source: Rc<RegistrySource>,
+        by_platform: RefCell<HashMap<Platform, Wanted<'a>>>,
+    },
+}
+
+/// The images of the plan, for every platform the nodes ask for.
+pub struct Images<'a> {
     plan: &'a Plan,
-    connector: &'a Connector,
-    cache: &'a Cache,
-    progress: &'a Progress,
-) -> Wanted<'a> {
-    async move {
-        let fetched = fetch(plan, connector, cache, progress).await?;
-        wanted_images(plan, cache, &fetched)
+    origin: Origin<'a>,
+}
+
+impl<'a> Images<'a> {
+    pub fn new(
+        plan: &'a Plan,
+        connector: &'a Connector,
+        cache: &'a Cache,
+        progress: &'a Progress,
+    ) -> Images<'a> {
+        let origin = match (&plan.delegate, &plan.local_source) {
+            (Delegate::Localhost, LocalSource::Registry(registry)) if !plan.offline => {
+                let (retry, seed) = (plan.settings.retry, plan.settings.seed);
+                Origin::Registry {
+                    source: Rc::new(RegistrySource::new(
+                        registry.clone(),
+                        cache.clone(),
+                        retry,
+                        seed,
+                    )),
+                    by_platform: RefCell::new(HashMap::new()),
+                }
+            }
+            _ => Origin::Once(shared(async move {
+                let fetched = from_daemon(plan, connector, cache, progress).await?;
+                wanted_images(plan, cache, &fetched)
+            })),
+        };
+        Images { plan, origin }
     }
-    .map(|result: Result<_, FetchError>| result.map(Arc::new).map_err(|e| Arc::new(e.to_string())))
-    .boxed_local()
-    .shared()
+
+    /// The images for a node of `platform` (ignored when one fetch serves every node).
+    pub fn for_platform(&self, platform: &Platform) -> Wanted<'a> {
+        match &self.origin {
+            Origin::Once(wanted) => wanted.clone(),
+            Origin::Registry {
+                source,
+                by_platform,
+            } => {
+                let mut by_platform = by_platform.borrow_mut();
+                by_platform
+                    .entry(platform.normalized())
+                    .or_insert_with(|| {
+                        let (plan, source, platform) =
+                            (self.plan, source.clone(), platform.clone());
+                        shared(async move {
+                            let mut wanted = Vec::new();
+                            for reference in &plan.images {
+                                let record: ImageRecord = source
+                                    .fetch(reference, &platform, !plan.settings.check)
+                                    .await?;
+                                wanted.push(WantedImage {
+                                    reference: reference.clone(),
+                                    record,
+                                });
+                            }
+                            Ok(wanted)
+                        })
+                    })
+                    .clone()
+            }
+        }
+    }
+
+    /// The fetch that serves every node, when there is one: it runs while the nodes connect,
+    /// before any asks (a remote delegate reads its own facts after it).
+    pub fn once(&self) -> Option<Wanted<'a>> {
+        match &self.origin {
+            Origin::Once(wanted) => Some(wanted.clone()),
+            Origin::Registry { .. } => None,
+        }
+    }
+
+    /// Once the nodes are done: the layer downloads finished, and the first failure of any
+    /// fetch, for the recap.
+    pub async fn finish(&self) -> Option<String> {
+        match &self.origin {
+            Origin::Once(wanted) => wanted.clone().await.err().map(|e| e.to_string()),
+            Origin::Registry {
+                source,
+                by_platform,
+            } => {
+                let fetches: Vec<Wanted<'a>> = by_platform.borrow().values().cloned().collect();
+                for wanted in fetches {
+                    if let Err(e) = wanted.await {
+                        return Some(e.to_string());
+                    }
+                }
+                source.finish().await.err().map(|e| e.to_string())
+            }
+        }
+    }
+}
+
+fn shared<'a>(
+    fetch: impl Future<Output = Result<Vec<WantedImage>, FetchError>> + 'a,
+) -> Wanted<'a> {
+    fetch
+        .map(|result| result.map(Arc::new).map_err(|e| Arc::new(e.to_string())))
+        .boxed_local()
+        .shared()
 }
 
 /// The images the plan names, as the cache now holds them.
@@ -72,8 +187,9 @@ fn wanted_images(
         .collect()
 }
 
-/// Fill the cache from the delegate, or (`--offline`) only check that it has every image.
-async fn fetch(
+/// Fill the cache from the delegate's Docker daemon, or (`--offline`) only check that it has
+/// every image.
+async fn from_daemon(
     plan: &Plan,
     connector: &Connector,
     cache: &Cache,
@@ -84,10 +200,11 @@ async fn fetch(
     }
     let retry = plan.settings.retry;
     let seed = plan.settings.seed;
+    let platform = plan.platform.as_ref().map(Platform::to_string);
     let report = match &plan.delegate {
         Delegate::Localhost => {
             let daemon = LocalDaemon::connect()?
-                .with_platform(plan.platform.clone())
+                .with_platform(platform)
                 .with_progress(pull_progress(progress.clone()));
             source::fetch(&daemon, cache, &plan.images, plan.pull, retry, seed).await?
         }
@@ -99,7 +216,7 @@ async fn fetch(
                     delegate: host.name().to_string(),
                     source: Box::new(source),
                 })?;
-            let daemon = RemoteDaemon::new(&session, host.become_.as_ref(), plan.platform.clone());
+            let daemon = RemoteDaemon::new(&session, host.become_.as_ref(), platform);
             let report = source::fetch(&daemon, cache, &plan.images, plan.pull, retry, seed).await;
             session.close().await;
             report?

@@ -9,22 +9,26 @@ use std::time::Instant;
 use sha2::{Digest as _, Sha256};
 
 use super::decide::{Decision, Delta, NodeImages, WantedImage, decide};
-use super::fetch::Wanted;
+use super::fetch::Images;
 use super::plan::{PushSettings, Target};
 use super::progress::Progress;
 use super::report::{HostReport, HostStatus, ImageAction, ImageResult};
 use super::transfer::{self, Landing};
 use crate::facts::{self, Facts, FactsError};
+use crate::image::platform::Platform;
 use crate::image::{ArchiveFormat, ArchiveLayout, ArchivePlan, Cache, CacheError, DiffId, ImageId};
 use crate::retry::{self, Jitter, Transient};
 use crate::ssh::{Connector, Session, SshError};
 
-pub struct NodeContext<'a> {
+/// What every node task shares; `'i` is the run's images, which borrow the rest (`'a`).
+pub struct NodeContext<'a, 'i> {
     pub connector: &'a Connector,
     pub cache: &'a Cache,
-    pub wanted: Wanted<'a>,
+    pub images: &'i Images<'a>,
     /// The remote download delegate, whose facts are only worth reading after the download.
     pub delegate: Option<&'a str>,
+    /// `--platform`: one platform for every node.
+    pub platform: Option<&'a Platform>,
     pub settings: &'a PushSettings,
     pub progress: &'a Progress,
 }
@@ -56,6 +60,11 @@ pub enum NodeError {
     Cache { host: String, source: CacheError },
     #[error("{host}: nothing to push, the download failed: {reason}")]
     Download { host: String, reason: Arc<String> },
+    #[error("{host}: {source}; set its platform with dropship_platform (e.g. linux/arm64)")]
+    Platform {
+        host: String,
+        source: crate::image::platform::PlatformError,
+    },
 }
 
 impl Transient for NodeError {
@@ -69,6 +78,7 @@ impl Transient for NodeError {
             | NodeError::NoDocker { .. }
             | NodeError::Mismatch { .. }
             | NodeError::Cache { .. }
+            | NodeError::Platform { .. }
             | NodeError::Download { .. } => false,
         }
     }
@@ -124,6 +134,19 @@ pub fn coreos_os(target: &Target, facts: &Facts) -> Option<String> {
     })
 }
 
+/// The platform a node's images are for: `--platform`, else the inventory's word, else its
+/// `uname -m`.
+pub fn node_platform(
+    forced: Option<&Platform>,
+    target: &Target,
+    facts: &Facts,
+) -> Result<Platform, crate::image::platform::PlatformError> {
+    match forced.or(target.platform.as_ref()) {
+        Some(platform) => Ok(platform.clone()),
+        None => Platform::from_uname_machine(&facts.arch),
+    }
+}
+
 /// Which images the node lacks, which of their layers it holds, and the archive format its
 /// tools read.
 pub fn node_plan(facts: &Facts, wanted: &[WantedImage], delta: bool) -> NodePlan {
@@ -158,7 +181,7 @@ pub fn node_plan(facts: &Facts, wanted: &[WantedImage], delta: bool) -> NodePlan
 }
 
 /// Push to one node, retrying transient failures; never fails: the report says what happened.
-pub async fn push(ctx: &NodeContext<'_>, target: &Target) -> HostReport {
+pub async fn push(ctx: &NodeContext<'_, '_>, target: &Target) -> HostReport {
     let host = target.host.name();
     let started = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
@@ -200,16 +223,18 @@ pub async fn push(ctx: &NodeContext<'_>, target: &Target) -> HostReport {
 }
 
 async fn attempt(
-    ctx: &NodeContext<'_>,
+    ctx: &NodeContext<'_, '_>,
     target: &Target,
     sent: &Arc<AtomicU64>,
 ) -> Result<Outcome, NodeError> {
     let host = target.host.name();
     ctx.progress.step(host, "connecting");
     let session = ctx.connector.connect(&target.host).await?;
-    if ctx.delegate == Some(host) {
+    if ctx.delegate == Some(host)
+        && let Some(download) = ctx.images.once()
+    {
         // It pulls the images itself: read its facts afterwards, or they miss them.
-        let _ = ctx.wanted.clone().await;
+        let _ = download.await;
     }
     let become_ = target.host.become_.as_ref();
     let facts = facts::gather(&session, &ctx.settings.local_release_dir, become_).await?;
@@ -219,7 +244,7 @@ async fn attempt(
 }
 
 async fn act(
-    ctx: &NodeContext<'_>,
+    ctx: &NodeContext<'_, '_>,
     target: &Target,
     session: &Session,
     facts: &Facts,
@@ -230,14 +255,19 @@ async fn act(
         return Ok(Outcome::new(HostStatus::SkippedCoreos { os }, Vec::new()));
     }
     require_docker(host, facts)?;
-    let wanted = ctx
-        .wanted
-        .clone()
-        .await
-        .map_err(|reason| NodeError::Download {
+    let platform =
+        node_platform(ctx.platform, target, facts).map_err(|source| NodeError::Platform {
             host: host.to_string(),
-            reason,
+            source,
         })?;
+    let wanted =
+        ctx.images
+            .for_platform(&platform)
+            .await
+            .map_err(|reason| NodeError::Download {
+                host: host.to_string(),
+                reason,
+            })?;
     let NodePlan {
         images,
         send: sending,
@@ -345,7 +375,7 @@ fn archive_name(plan: &ArchivePlan) -> String {
 }
 
 async fn send(
-    ctx: &NodeContext<'_>,
+    ctx: &NodeContext<'_, '_>,
     target: &Target,
     session: &Session,
     images: &[&WantedImage],
@@ -435,6 +465,7 @@ mod tests {
                 become_: None,
             },
             coreos,
+            platform: None,
         }
     }
 
@@ -469,6 +500,27 @@ mod tests {
             })
             .collect();
         facts
+    }
+
+    #[test]
+    fn the_platform_is_the_flags_else_the_inventorys_else_uname() {
+        let mut facts = facts(&[], false);
+        facts.arch = "aarch64".into();
+        let arm64 = Platform::parse("linux/arm64/v8").unwrap();
+        assert_eq!(node_platform(None, &target(None), &facts).unwrap(), arm64);
+        let amd64 = Platform::parse("linux/amd64").unwrap();
+        let mut declared = target(None);
+        declared.platform = Some(Platform::parse("linux/arm/v7").unwrap());
+        assert_eq!(
+            node_platform(None, &declared, &facts).unwrap().to_string(),
+            "linux/arm/v7"
+        );
+        assert_eq!(
+            node_platform(Some(&amd64), &declared, &facts).unwrap(),
+            amd64
+        );
+        facts.arch = "mystery".into();
+        assert!(node_platform(None, &target(None), &facts).is_err());
     }
 
     #[test]

@@ -358,8 +358,8 @@ impl Cache {
                     }
                 }
                 Part::Stored(blob) => {
-                    let source = match &blob.stored {
-                        Stored::Object(info) => self.checked_object(info)?,
+                    let source: Box<dyn Read + Send> = match &blob.stored {
+                        Stored::Object(info) => Box::new(self.checked_object(info)?),
                         Stored::Served => self.checked_blob(&blob.descriptor)?,
                     };
                     if zstd {
@@ -413,11 +413,19 @@ impl Cache {
         self.check_once(info.compressed_digest, &path, &what, open)
     }
 
-    /// A served blob, hashed whole before the first byte is sent.
-    fn checked_blob(&self, blob: &Descriptor) -> Result<VerifyingReader, CacheError> {
+    /// A served blob, hashed whole before the first byte is sent; or, while it still
+    /// downloads, followed as it arrives (the download checks it, and a reader sees a
+    /// mismatch as an error at the end).
+    fn checked_blob(&self, blob: &Descriptor) -> Result<Box<dyn Read + Send>, CacheError> {
+        if !self.has_blob(&blob.digest)
+            && let Some(pending) = self.follow_pending(&blob.digest)
+        {
+            return Ok(Box::new(pending));
+        }
         let path = self.blob_path(&blob.digest);
         let what = format!("blob {}", blob.digest);
-        self.check_once(blob.digest, &path, &what, || self.open_blob(blob))
+        let reader = self.check_once(blob.digest, &path, &what, || self.open_blob(blob))?;
+        Ok(Box::new(reader))
     }
 
     /// Hash an object once per process before any of it is sent, so corrupt data never leaves
