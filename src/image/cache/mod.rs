@@ -117,6 +117,21 @@ pub struct LayerBlob {
     pub(crate) stored: Stored,
 }
 
+impl LayerBlob {
+    /// The layer's uncompressed size, when the cache knows it (its layer object does).
+    pub fn raw_size(&self) -> Option<u64> {
+        match &self.stored {
+            Stored::Object(info) => Some(info.raw_size),
+            Stored::Served => None,
+        }
+    }
+
+    /// Whether the blob is the one its registry served (so its digest is the registry's).
+    pub fn is_served(&self) -> bool {
+        self.stored == Stored::Served
+    }
+}
+
 /// Where a layer's blob lives in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stored {
