@@ -616,12 +616,7 @@ fn qualified(tag: &str) -> String {
 /// served layers): its config and the blob of each layer. The same image gives the same bytes.
 fn synthesised_manifest(image: &Planned) -> (Descriptor, Vec<u8>) {
     let descriptor = |d: &Descriptor| serde_json::json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size});
-    let config = Descriptor {
-        media_type: "application/vnd.oci.image.config.v1+json".into(),
-        digest: image.record.id,
-        size: image.config.len() as u64,
-        platform: None,
-    };
+    let config = Descriptor::of("application/vnd.oci.image.config.v1+json", &image.config);
     let bytes = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MediaType::OciManifest.as_str(),
@@ -629,12 +624,7 @@ fn synthesised_manifest(image: &Planned) -> (Descriptor, Vec<u8>) {
         "layers": image.layers.iter().map(|l| descriptor(&l.descriptor)).collect::<Vec<_>>(),
     }))
     .expect("a manifest serialises");
-    let manifest = Descriptor {
-        media_type: MediaType::OciManifest.as_str().into(),
-        digest: Digest::of(&bytes),
-        size: bytes.len() as u64,
-        platform: None,
-    };
+    let manifest = Descriptor::of(MediaType::OciManifest.as_str(), &bytes);
     (manifest, bytes)
 }
 

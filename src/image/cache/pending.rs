@@ -216,12 +216,7 @@ mod tests {
     use super::*;
 
     fn descriptor(bytes: &[u8]) -> Descriptor {
-        Descriptor {
-            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-            digest: Digest::of(bytes),
-            size: bytes.len() as u64,
-            platform: None,
-        }
+        Descriptor::of("application/vnd.oci.image.layer.v1.tar+gzip", bytes)
     }
 
     #[test]
