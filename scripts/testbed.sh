@@ -451,6 +451,7 @@ EOF2
 	cp "$STATE/keys/secure-ca.crt" "$dir/certs.d/$SECURE_REGISTRY/ca.crt"
 	cat >"$dir/certs.d/$SECURE_REGISTRY/hosts.toml" <<EOF2
 server = "https://$SECURE_REGISTRY"
+ca = "/etc/containerd/certs.d/$SECURE_REGISTRY/ca.crt"
 
 [host."https://$SECURE_REGISTRY"]
   capabilities = ["pull", "resolve", "push"]
