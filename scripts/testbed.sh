@@ -107,8 +107,8 @@ die() { log "error: $*"; exit 1; }
 
 node_ns() { echo "$P-$1"; }
 node_addr() { echo "$NET_CLUSTER.$((10 + ${1#node}))"; }
-node_count() { cat "$STATE/nodes" 2>/dev/null || echo 0; }
-node_names() { local i; for ((i = 1; i <= $(node_count); i++)); do echo "node$i"; done; }
+node_count() { echo "$NODE_COUNT"; }
+node_names() { local i; for ((i = 1; i <= NODE_COUNT; i++)); do echo "node$i"; done; }
 control_socket() { echo "$STATE/control/docker.sock"; }
 node_socket() { echo "$STATE/$1/docker.sock"; }
 node_etc() { echo "/etc/netns/$(node_ns "$1")"; } # NODE: what the node sees as /etc/<file>
@@ -118,9 +118,11 @@ containerd_address() { echo "$STATE/$1/containerd/run/containerd.sock"; }
 # --- the fleet's layout: the node -> runtime table and the per-node options `up` recorded ------
 
 declare -A RUNTIME=() AARCH64=() DISCARD=()
+NODE_COUNT=0
 load_layout() {
 	local node runtime
-	RUNTIME=() AARCH64=() DISCARD=()
+	RUNTIME=() AARCH64=() DISCARD=() NODE_COUNT=0
+	[[ ! -s $STATE/nodes ]] || read -r NODE_COUNT <"$STATE/nodes"
 	[[ -s $STATE/runtimes ]] || return 0
 	while read -r node runtime; do RUNTIME[$node]=$runtime; done <"$STATE/runtimes"
 	for node in $(cat "$STATE/aarch64-nodes" 2>/dev/null); do AARCH64[$node]=1; done
@@ -193,14 +195,19 @@ started() { # GLOB...: the names of the pid files matching a GLOB
 }
 
 # A zombie counts as gone: our daemons are orphans, reaped by init whenever it gets to it.
-alive() { [[ -r /proc/$1/stat && "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]]; }
+# (Builtins only: status and the waits call it for every node.)
+alive() {
+	local stat
+	{ read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+	[[ ${stat##*) } != Z* ]]
+}
 
 # The pid in a pid file, if that process still runs the program we started.
 running_pid() {
-	local file pid exe
-	file=$(pidfile "$1")
+	local file=$STATE/run/$1.pid pid exe # (not $(pidfile): no subshell for every node in status)
 	[[ -s $file ]] || return 1
 	read -r pid exe <"$file"
+	# The link's text, not the file: a node's overlay over /usr/bin makes its own inode of it.
 	alive "$pid" && [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$exe" ]] && echo "$pid"
 }
 
@@ -377,11 +384,11 @@ write_docker_etc() { # DIR: a daemon's /etc/docker: only the certs.d entry that 
 }
 
 # Everything a node reads from /etc, under /etc/netns/<its namespace>/ (ip netns exec binds each
-# entry there over its /etc namesake), and the layers that hide or replace its programs.
+# entry there over its /etc namesake).
 write_node_files() { # NODE
 	local node=$1 etc
 	etc=$(node_etc "$node")
-	rm -rf "$etc" "$STATE/$node/layers"
+	rm -rf "$etc"
 	mkdir -p "$etc"
 	{ cat /etc/hosts; echo "127.0.1.1 $node"; echo "$BASTION_CLUSTER_ADDR $REGISTRY_NAME $SECURE_NAME"; } >"$etc/hosts"
 	echo "$node" >"$etc/hostname"
@@ -392,7 +399,6 @@ write_node_files() { # NODE
 	containerd) write_containerd_etc "$node" "$etc/containerd" ;;
 	crio) write_containers_etc "$node" "$etc/containers" ;;
 	esac
-	write_layers "$node"
 }
 
 write_flatcar_os_release() {
@@ -493,33 +499,42 @@ EOF2
 	cp "$STATE/keys/secure-ca.crt" "$dir/certs.d/$SECURE_REGISTRY/ca.crt"
 }
 
-# $STATE/NODE/layers/<dir>: a read-only overlay layer for each of $LAYERED_DIRS, mounted in the
-# node's namespace: a whiteout hides a program of another runtime; on an aarch64 node, uname and
-# arch are wrappers that say aarch64 where the real uname says x86_64.
-write_layers() { # NODE
-	local node=$1 layers=$STATE/$1/layers path var
-	var=HIDDEN_${RUNTIME[$node]}
+# $STATE/etc/layers/<runtime>-<arch>/<dir>: a read-only overlay layer for each of $LAYERED_DIRS,
+# mounted in the namespace of every node of that runtime and architecture (made once, shared): a
+# whiteout hides a program of another runtime; on an aarch64 node, uname and arch are wrappers
+# that say aarch64 where the real uname says x86_64.
+node_layers() { echo "$STATE/etc/layers/${RUNTIME[$1]}-$(node_arch "$1")"; } # NODE
+
+write_layers() { # RUNTIME ARCH
+	local layers=$STATE/etc/layers/$1-$2 path var=HIDDEN_$1
+	[[ ! -d $layers ]] || return 0
+	rm -rf "$layers.new"
+	mkdir -p "$layers.new"
 	for path in ${!var}; do
 		[[ -e $path || -L $path ]] || continue
-		mkdir -p "$layers${path%/*}"
-		mknod "$layers$path" c 0 0
+		mkdir -p "$layers.new${path%/*}"
+		mknod "$layers.new$path" c 0 0
 	done
-	if [[ ${RUNTIME[$node]} == docker && -e /usr/local/bin/docker && $DOCKER != /usr/local/bin/docker ]]; then
-		mkdir -p "$layers/usr/local/bin" # Debian's client, not another one that may be there
-		ln -s "$DOCKER" "$layers/usr/local/bin/docker"
+	if [[ $1 == docker && -e /usr/local/bin/docker && $DOCKER != /usr/local/bin/docker ]]; then
+		mkdir -p "$layers.new/usr/local/bin" # Debian's client, not another one that may be there
+		ln -s "$DOCKER" "$layers.new/usr/local/bin/docker"
 	fi
-	if [[ -n ${AARCH64[$node]:-} ]]; then
-		mkdir -p "$layers/usr/bin"
-		printf '%s\n' '#!/bin/bash' "# dropship test bed: $node says it is aarch64 (scripts/testbed.sh, TESTBED_AARCH64_NODES)." \
-			'set -o pipefail' "$STATE/etc/uname.real \"\$@\" | sed 's/x86_64/aarch64/g'" >"$layers/usr/bin/uname"
-		printf '%s\n' '#!/bin/sh' 'exec uname -m' >"$layers/usr/bin/arch"
-		chmod 755 "$layers/usr/bin/uname" "$layers/usr/bin/arch"
+	if [[ $2 == aarch64 ]]; then
+		mkdir -p "$layers.new/usr/bin"
+		printf '%s\n' '#!/bin/bash' "# dropship test bed: this node says it is aarch64 (scripts/testbed.sh, TESTBED_AARCH64_NODES)." \
+			'set -o pipefail' "$STATE/etc/uname.real \"\$@\" | sed 's/x86_64/aarch64/g'" >"$layers.new/usr/bin/uname"
+		printf '%s\n' '#!/bin/sh' 'exec uname -m' >"$layers.new/usr/bin/arch"
+		chmod 755 "$layers.new/usr/bin/uname" "$layers.new/usr/bin/arch"
 	fi
+	mv "$layers.new" "$layers"
 }
 
 write_daemon_files() {
 	echo '{}' >"$STATE/etc/daemon.json" # so a host's /etc/docker/daemon.json never applies
 	cp /usr/bin/uname "$STATE/etc/uname.real"
+	local node
+	for node in $(node_names); do echo "${RUNTIME[$node]} $(node_arch "$node")"; done | sort -u |
+		while read -r runtime arch; do write_layers "$runtime" "$arch"; done
 	write_registry_config registry 5000 "$STATE/registry" ""
 	write_registry_config secure-registry 5443 "$STATE/secure-registry" "$(
 		cat <<EOF2
@@ -644,7 +659,8 @@ remove_namespace() { # NS
 
 # Runs inside a node's new mount+UTS namespace (via ip netns exec + unshare): make it the node's own.
 node_namespace_main() {
-	local node=$1 mp fs opts dir
+	local node=$1 mp fs opts dir layers
+	layers=$(node_layers "$node")
 	hostname "$node"
 	while read -r mp fs opts; do
 		mkdir -p "$mp"
@@ -658,8 +674,8 @@ node_namespace_main() {
 		mount --bind "$STATE/$node/containerd/run" /run/containerd
 	fi
 	for dir in $LAYERED_DIRS; do
-		[[ -d $STATE/$node/layers$dir ]] || continue
-		mount -t overlay overlay -o "ro,lowerdir=$STATE/$node/layers$dir:$dir" "$dir" || mask_without_overlay "$STATE/$node/layers$dir" "$dir"
+		[[ -d $layers$dir ]] || continue
+		mount -t overlay overlay -o "ro,lowerdir=$layers$dir:$dir" "$dir" || mask_without_overlay "$layers$dir" "$dir"
 	done
 	exec sleep infinity
 }
@@ -739,7 +755,8 @@ dockerd_args() { # DIR
 		--insecure-registry "$REGISTRY" --log-level warn
 }
 
-docker_ready() { "$DOCKER" -H "unix://$1" version; }
+# Its socket first: a client is a big Go program, too costly to run ten times a second per node.
+docker_ready() { [[ -S $1 ]] && "$DOCKER" -H "unix://$1" version; }
 
 # start_dockerd NAME DIR LAUNCHER...: overlay2, or vfs where overlay2 cannot mount here.
 start_dockerd() {
@@ -784,11 +801,12 @@ start_node_dockerd() {
 # containerd reads the node's /etc/containerd/config.toml, its default, as on a Kubespray node.
 start_node_containerd() {
 	running_pid "$1-containerd" >/dev/null && return 0
+	rm -f "$(containerd_address "$1")" # a stale socket would make each readiness probe wait
 	# shellcheck disable=SC2046
 	start_bg "$1-containerd" "$CONTAINERD" $(node_launcher "$1") "$CONTAINERD" --log-level warn
 }
 
-containerd_ready() { "$CTR" --address "$1" version; }
+containerd_ready() { [[ -S $1 ]] && "$CTR" --address "$1" version; }
 
 # Ready when it answers and its CRI plugin loaded (it fails alone: containerd runs on without it).
 wait_containerd() { # NODE
@@ -904,9 +922,10 @@ ssh_jump() { # NODE CMD...
 	ssh -F "$STATE/keys/ssh_config" -J "root@$BASTION_ADDR" "root@$(node_addr "$node")" "$@"
 }
 
-# No node answers from the root namespace; every node answers through the bastion. The jumps
-# share one bastion connection (a channel each), as dropship's do: one connection per node would
-# meet the bastion's MaxStartups (10 unauthenticated connections) when there are many nodes.
+# No node answers from the root namespace; every node's sshd answers through the bastion (its
+# banner, read through one bastion connection: a channel each, as dropship's jumps do, where one
+# connection per node would meet the bastion's MaxStartups), and a full login (keys, known_hosts)
+# works on one node of each kind: each runtime, node2 (RSA host key), the last (Flatcar).
 check_isolation() {
 	[[ $(in_ns "$BASTION_NS" sysctl -n net.ipv4.ip_forward) == 0 ]] || die "the bastion forwards IP"
 	parallel 64 unreachable $(node_names) || die "a node is reachable directly from the root namespace"
@@ -914,7 +933,9 @@ check_isolation() {
 	rm -f "$mux"
 	start_bg bastion-mux ssh ssh -F "$STATE/keys/ssh_config" -M -S "$mux" -N "root@$BASTION_ADDR"
 	wait_for "bastion connection" 10 ssh -F "$STATE/keys/ssh_config" -S "$mux" -O check "root@$BASTION_ADDR" || die "cannot ssh to the bastion"
-	MUX=$mux each_node reachable_through_mux || ok=1
+	export MUX=$mux
+	parallel 16 sshd_banner_through_mux $(node_names) || ok=1
+	parallel 8 login_through_mux $(one_node_of_each_kind) || ok=1
 	stop_bg bastion-mux
 	((ok == 0)) || die "a node is not reachable with ssh through the bastion"
 	log "isolation checked: no node reachable directly, every node reachable through the bastion"
@@ -922,9 +943,23 @@ check_isolation() {
 
 unreachable() { ! tcp_open "$(node_addr "$1")" 22; }
 
-reachable_through_mux() { # NODE (MUX: the bastion connection's control socket)
+sshd_banner_through_mux() { # NODE (MUX: the bastion connection's control socket)
+	local banner
+	banner=$(ssh -F "$STATE/keys/ssh_config" -S "$MUX" -W "$(node_addr "$1"):22" "root@$BASTION_ADDR" </dev/null | head -c 8)
+	[[ $banner == SSH-2.0- ]] || { log "$1: no sshd banner through the bastion"; return 1; }
+}
+
+login_through_mux() { # NODE
 	ssh -F "$STATE/keys/ssh_config" -o "ProxyCommand=ssh -F $STATE/keys/ssh_config -S $MUX -W %h:%p root@$BASTION_ADDR" \
 		"root@$(node_addr "$1")" true
+}
+
+one_node_of_each_kind() {
+	{
+		for runtime in docker containerd crio; do nodes_running "$runtime" | head -n 1; done
+		(($(node_count) < 2)) || echo node2
+		echo "node$(node_count)"
+	} | sort -u
 }
 
 # --- commands ---------------------------------------------------------------------------------
@@ -978,7 +1013,7 @@ cmd_down() {
 	remove_network
 	# Nodes come up empty next time; keys, registry data and the control daemon stay.
 	local dir
-	for dir in "$STATE"/node*; do [[ ! -d $dir ]] || rm -rf "$dir"; done
+	for dir in "$STATE"/node* "$STATE/etc/layers"; do [[ ! -d $dir ]] || rm -rf "$dir"; done
 	[[ $purge != --purge ]] || rm -rf "$STATE" "$INVENTORY_DIR"
 	log "down"
 }
@@ -1060,24 +1095,26 @@ cmd_env() {
 	kv TESTBED_AARCH64_NODES "$(cat "$STATE/aarch64-nodes")"
 	kv TESTBED_DISCARD_NODES "$(cat "$STATE/discard-nodes")"
 	kv TESTBED_FLATCAR_NODE "node$(node_count)"
-	for node in $(node_names); do
-		i=${node#node}
-		kv "TESTBED_NODE${i}_ADDR" "$(node_addr "$node")"
-		kv "TESTBED_NODE${i}_NETNS" "$(node_ns "$node")"
+	local snapshotter etc
+	snapshotter=$(cat "$STATE/etc/snapshotter")
+	for ((i = 1; i <= NODE_COUNT; i++)); do # no subshell for each of a hundred nodes
+		node=node$i etc=/etc/netns/$P-node$i
+		kv "TESTBED_NODE${i}_ADDR" "$NET_CLUSTER.$((10 + i))"
+		kv "TESTBED_NODE${i}_NETNS" "$P-$node"
 		kv "TESTBED_NODE${i}_RUNTIME" "${RUNTIME[$node]}"
-		kv "TESTBED_NODE${i}_ARCH" "$(node_arch "$node")"
+		if [[ -n ${AARCH64[$node]:-} ]]; then kv "TESTBED_NODE${i}_ARCH" aarch64; else kv "TESTBED_NODE${i}_ARCH" x86_64; fi
 		case ${RUNTIME[$node]} in
-		docker) kv "TESTBED_NODE${i}_DOCKER_HOST" "unix://$(node_socket "$node")" ;;
+		docker) kv "TESTBED_NODE${i}_DOCKER_HOST" "unix://$STATE/$node/docker.sock" ;;
 		containerd)
-			kv "TESTBED_NODE${i}_CONTAINERD_ADDRESS" "$(containerd_address "$node")"
-			kv "TESTBED_NODE${i}_CONTAINERD_CONFIG" "$(node_etc "$node")/containerd/config.toml"
-			kv "TESTBED_NODE${i}_CONTAINERD_SNAPSHOTTER" "$(cat "$STATE/etc/snapshotter")"
-			kv "TESTBED_NODE${i}_DISCARD_UNPACKED_LAYERS" "$([[ -n ${DISCARD[$node]:-} ]] && echo true || echo false)"
+			kv "TESTBED_NODE${i}_CONTAINERD_ADDRESS" "$STATE/$node/containerd/run/containerd.sock"
+			kv "TESTBED_NODE${i}_CONTAINERD_CONFIG" "$etc/containerd/config.toml"
+			kv "TESTBED_NODE${i}_CONTAINERD_SNAPSHOTTER" "$snapshotter"
+			if [[ -n ${DISCARD[$node]:-} ]]; then kv "TESTBED_NODE${i}_DISCARD_UNPACKED_LAYERS" true; else kv "TESTBED_NODE${i}_DISCARD_UNPACKED_LAYERS" false; fi
 			;;
 		crio)
-			kv "TESTBED_NODE${i}_CONTAINERS_STORAGE_CONF" "$(node_etc "$node")/containers/storage.conf"
-			kv "TESTBED_NODE${i}_CONTAINERS_CONF" "$(node_etc "$node")/containers/containers.conf"
-			kv "TESTBED_NODE${i}_CONTAINERS_REGISTRIES_CONF" "$(node_etc "$node")/containers/registries.conf"
+			kv "TESTBED_NODE${i}_CONTAINERS_STORAGE_CONF" "$etc/containers/storage.conf"
+			kv "TESTBED_NODE${i}_CONTAINERS_CONF" "$etc/containers/containers.conf"
+			kv "TESTBED_NODE${i}_CONTAINERS_REGISTRIES_CONF" "$etc/containers/registries.conf"
 			;;
 		esac
 	done
