@@ -218,54 +218,68 @@ start_bg() {
 	shift
 	exe=$(readlink -f "$(command -v "$1")")
 	shift
-	setsid "$@" </dev/null >>"$STATE/log/$name.log" 2>&1 &
-	echo "$! $exe" >"$(pidfile "$name")"
+	# From a subshell, so that it is no child of this shell: parallel's `wait -n` waits for its
+	# own jobs only.
+	(
+		setsid "$@" </dev/null >>"$STATE/log/$name.log" 2>&1 &
+		echo "$! $exe" >"$STATE/run/$name.pid"
+	)
 }
 
+# stop_bg NAME...: TERM to all of them at once, wait up to 15 s for them all, then KILL the rest.
 stop_bg() {
-	local name=$1 pid i
-	pid=$(running_pid "$name") || { rm -f "$(pidfile "$name")"; return 0; }
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 300; i++)); do
-		alive "$pid" || break
-		sleep 0.05
+	local name pid i
+	local -A pids=()
+	for name; do
+		if pid=$(running_pid "$name"); then
+			kill -TERM "$pid" 2>/dev/null || true
+			pids[$pid]=$name
+		fi
 	done
-	if alive "$pid"; then
-		log "$name (pid $pid) did not stop in 15 s: killing it"
+	for ((i = 0; i < 300 && ${#pids[@]}; i++)); do
+		for pid in "${!pids[@]}"; do alive "$pid" || unset "pids[$pid]"; done
+		((${#pids[@]} == 0)) || sleep 0.05
+	done
+	for pid in "${!pids[@]}"; do
+		log "${pids[$pid]} (pid $pid) did not stop in 15 s: killing it"
 		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	rm -f "$(pidfile "$name")"
+	done
+	local files=()
+	for name; do files+=("$STATE/run/$name.pid"); done
+	((${#files[@]} == 0)) || rm -f "${files[@]}"
 }
 
 # wait_for WHAT SECONDS COMMAND...: poll until COMMAND succeeds.
 wait_for() {
 	local what=$1 deadline=$((SECONDS + $2))
 	shift 2
+	local polls=0
 	until "$@" >/dev/null 2>&1; do
 		((SECONDS < deadline)) || return 1
-		sleep 0.1
+		# Ten times a second for a second, then twice: a hundred nodes that wait on a busy
+		# machine should not keep it busier with their probes.
+		if ((polls++ < 10)); then sleep 0.1; else sleep 0.5; fi
 	done
 	log "$what ready"
 }
 
 # parallel LIMIT FUNCTION ARG...: FUNCTION ARG for each ARG, at most LIMIT at once, each in a
-# subshell; fails (after all have ended) if one failed. Waits only for its own jobs: the daemons
-# this shell started are its children too.
+# subshell; fails (after all have ended) if one failed. This shell has no other children to wait
+# for (start_bg's daemons are its grandchildren).
 parallel() {
-	local limit=$1 fn=$2 arg pid failed=0
+	local limit=$1 fn=$2 arg failed=0 running=0
 	shift 2
-	local -A jobs=()
 	for arg; do
-		if ((${#jobs[@]} >= limit)); then
-			wait -n -p pid "${!jobs[@]}" || failed=1
-			unset "jobs[$pid]"
+		if ((running >= limit)); then
+			wait -n || failed=1
+			running=$((running - 1))
 		fi
 		"$fn" "$arg" &
-		jobs[$!]=1
+		running=$((running + 1))
 	done
-	while ((${#jobs[@]})); do
-		wait -n -p pid "${!jobs[@]}" || failed=1
-		unset "jobs[$pid]"
+	while ((running > 0)); do
+		wait -n || failed=1
+		running=$((running - 1))
 	done
 	return "$failed"
 }
@@ -1007,13 +1021,12 @@ cmd_down() {
 	[[ -z $purge || $purge == --purge ]] || die "down takes only --purge"
 	if [[ -d $STATE/run ]]; then
 		# The runtime daemons first (dockerd stops its containerd), then the rest, then the namespaces.
-		parallel 32 stop_bg $(started '*-dockerd' '*-containerd') || true
-		parallel 32 stop_bg $(started '*') || true
+		stop_bg $(started '*-dockerd' '*-containerd')
+		stop_bg $(started '*')
 	fi
 	remove_network
 	# Nodes come up empty next time; keys, registry data and the control daemon stay.
-	local dir
-	for dir in "$STATE"/node* "$STATE/etc/layers"; do [[ ! -d $dir ]] || rm -rf "$dir"; done
+	rm -rf "$STATE"/node* "$STATE/etc/layers"
 	[[ $purge != --purge ]] || rm -rf "$STATE" "$INVENTORY_DIR"
 	log "down"
 }
