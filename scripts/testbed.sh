@@ -97,8 +97,11 @@ CONTAINERD=/usr/bin/containerd
 CTR=/usr/bin/ctr
 DEFAULT_RUNTIMES="containerd docker crio containerd docker"
 # What each runtime's node must not have: the programs of the others. Only those that exist here.
+# shellcheck disable=SC2034 # read as ${!var} in write_layers
 HIDDEN_docker="/usr/bin/podman /usr/bin/skopeo"
+# shellcheck disable=SC2034
 HIDDEN_containerd="/usr/bin/docker /usr/local/bin/docker /usr/bin/docker-init /usr/sbin/dockerd /usr/sbin/docker-proxy $HIDDEN_docker"
+# shellcheck disable=SC2034
 HIDDEN_crio="/usr/bin/docker /usr/local/bin/docker /usr/bin/docker-init /usr/sbin/dockerd /usr/sbin/docker-proxy /usr/bin/containerd /usr/bin/ctr"
 LAYERED_DIRS="/usr/bin /usr/sbin /usr/local/bin"
 
@@ -125,8 +128,12 @@ load_layout() {
 	[[ ! -s $STATE/nodes ]] || read -r NODE_COUNT <"$STATE/nodes"
 	[[ -s $STATE/runtimes ]] || return 0
 	while read -r node runtime; do RUNTIME[$node]=$runtime; done <"$STATE/runtimes"
-	for node in $(cat "$STATE/aarch64-nodes" 2>/dev/null); do AARCH64[$node]=1; done
-	for node in $(cat "$STATE/discard-nodes" 2>/dev/null); do DISCARD[$node]=1; done
+	local words=()
+	[[ ! -s $STATE/aarch64-nodes ]] || read -r -a words <"$STATE/aarch64-nodes"
+	for node in "${words[@]}"; do AARCH64[$node]=1; done
+	words=()
+	[[ ! -s $STATE/discard-nodes ]] || read -r -a words <"$STATE/discard-nodes"
+	for node in "${words[@]}"; do DISCARD[$node]=1; done
 }
 load_layout
 
@@ -158,7 +165,9 @@ record_layout() { # N
 	local n=$1 table kind node runtime
 	table=$(layout "$n") || exit 1
 	while read -r kind node runtime; do
-		[[ $node =~ ^node[0-9]+$ ]] && ((${node#node} >= 1 && ${node#node} <= n)) || die "no such node: $node (in TESTBED_${kind^^}_NODES)"
+		if ! [[ $node =~ ^node[0-9]+$ ]] || ((${node#node} < 1 || ${node#node} > n)); then
+			die "no such node: $node (in TESTBED_${kind^^}_NODES)"
+		fi
 		[[ $kind != discard ]] || grep -qx "runtime $node containerd" <<<"$table" || die "$node does not run containerd (TESTBED_DISCARD_NODES)"
 	done <<<"$table"
 	section() { awk -v kind="$1" '$1 == kind { $1 = ""; print substr($0, 2) }' <<<"$table"; }
@@ -284,6 +293,7 @@ parallel() {
 	return "$failed"
 }
 
+# shellcheck disable=SC2046 # one node a word
 each_node() { parallel "$PARALLEL" "$1" $(node_names); } # FUNCTION: FUNCTION NODE for every node
 
 # --- keys, configs ----------------------------------------------------------------------------
@@ -661,7 +671,7 @@ remove_namespace() { # NS
 	# Anything still in one of our namespaces was started by us (directly or by a daemon).
 	pids=$(ip netns pids "$ns" 2>/dev/null || true)
 	if [[ -n $pids ]]; then
-		log "killing leftover processes in $ns: $(echo $pids)"
+		log "killing leftover processes in $ns: ${pids//$'\n'/ }"
 		# shellcheck disable=SC2086 # one pid a word
 		kill -KILL $pids 2>/dev/null || true
 	fi
@@ -754,6 +764,7 @@ start_node_server() { # NODE
 }
 
 wait_node_server() { # NODE
+	# shellcheck disable=SC2046 # the launcher's words
 	case ${RUNTIME[$1]} in
 	docker) wait_dockerd "$1" "$STATE/$1" $(node_launcher "$1") ;;
 	containerd) wait_containerd "$1" ;;
@@ -942,13 +953,16 @@ ssh_jump() { # NODE CMD...
 # works on one node of each kind: each runtime, node2 (RSA host key), the last (Flatcar).
 check_isolation() {
 	[[ $(in_ns "$BASTION_NS" sysctl -n net.ipv4.ip_forward) == 0 ]] || die "the bastion forwards IP"
+	# shellcheck disable=SC2046 # one node a word
 	parallel 64 unreachable $(node_names) || die "a node is reachable directly from the root namespace"
 	local mux=$STATE/run/bastion.mux ok=0
 	rm -f "$mux"
 	start_bg bastion-mux ssh ssh -F "$STATE/keys/ssh_config" -M -S "$mux" -N "root@$BASTION_ADDR"
 	wait_for "bastion connection" 10 ssh -F "$STATE/keys/ssh_config" -S "$mux" -O check "root@$BASTION_ADDR" || die "cannot ssh to the bastion"
 	export MUX=$mux
+	# shellcheck disable=SC2046
 	parallel 16 sshd_banner_through_mux $(node_names) || ok=1
+	# shellcheck disable=SC2046
 	parallel 8 login_through_mux $(one_node_of_each_kind) || ok=1
 	stop_bg bastion-mux
 	((ok == 0)) || die "a node is not reachable with ssh through the bastion"
@@ -1021,7 +1035,9 @@ cmd_down() {
 	[[ -z $purge || $purge == --purge ]] || die "down takes only --purge"
 	if [[ -d $STATE/run ]]; then
 		# The runtime daemons first (dockerd stops its containerd), then the rest, then the namespaces.
+		# shellcheck disable=SC2046 # one name a word
 		stop_bg $(started '*-dockerd' '*-containerd')
+		# shellcheck disable=SC2046
 		stop_bg $(started '*')
 	fi
 	remove_network
@@ -1032,14 +1048,14 @@ cmd_down() {
 }
 
 cmd_status() {
-	local name pid ok=0 node
+	local name pid ok=0 node line
 	[[ -s $STATE/nodes ]] || { echo "instance $ID: never brought up"; return 1; }
 	echo "instance $ID: $(node_count) nodes, state $STATE, inventory $INVENTORY_DIR"
 	for name in registry secure-registry bastion-sshd control-dockerd; do
 		if pid=$(running_pid "$name"); then echo "  $name: running (pid $pid)"; else echo "  $name: stopped"; ok=1; fi
 	done
 	for node in $(node_names); do
-		local line="  $node (${RUNTIME[$node]}, $(node_arch "$node")${DISCARD[$node]:+, discard_unpacked_layers}):"
+		line="  $node (${RUNTIME[$node]}, $(node_arch "$node")${DISCARD[$node]:+, discard_unpacked_layers}):"
 		for name in ns sshd $(node_server "$node"); do
 			if pid=$(running_pid "$node-$name"); then line+=" $name $pid"; else line+=" $name STOPPED"; ok=1; fi
 		done
