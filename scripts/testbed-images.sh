@@ -4,7 +4,7 @@
 #
 #   scripts/testbed-images.sh [small]   3 images of ~2.5 MB sharing a 1 MB base (the default set)
 #   scripts/testbed-images.sh large     3 images of ~60 MB sharing a 30 MB base (benchmarks)
-#   scripts/testbed-images.sh huge      1 image of ~1 GB in 4 layers (memory benchmarks)
+#   scripts/testbed-images.sh huge      1 image of ~1 GB, 5 layers (memory benchmarks; on request only)
 #   scripts/testbed-images.sh bump [small|large|huge]
 #                                       a "version bump": the set's first image as tag v2, with
 #                                       only its last layer changed (512 KB small, 5 MB large, 8 MB huge)
