@@ -97,7 +97,7 @@ pub struct ConnectArgs {
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,
 
-    /// Private key file (default: ansible_ssh_private_key_file, then ~/.ssh/id_*, then ssh-agent).
+    /// Private key file (default: ansible_ssh_private_key_file, then ssh-agent, then ~/.ssh/id_*).
     #[arg(long, value_name = "FILE")]
     pub private_key: Option<PathBuf>,
 

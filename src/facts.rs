@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::inventory::connection::Become;
+use crate::ssh::Become;
 use crate::ssh::{RemoteCommand, Session, SshError, quote};
 
 const MARK: &str = "@@dropship ";

@@ -1,5 +1,5 @@
 //! dropship: get container images onto every node of a cluster fast, over plain SSH,
-//! through a bastion. See README.md for the architecture.
+//! through a bastion. See docs/architecture.md for how the parts fit.
 
 pub mod cli;
 pub mod commands;
@@ -8,6 +8,6 @@ pub mod image;
 pub mod inventory;
 pub mod logging;
 pub mod push;
-pub mod report;
 pub mod retry;
+pub mod shutdown;
 pub mod ssh;

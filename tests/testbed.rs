@@ -1,22 +1,22 @@
 //! The test bed itself: what every end-to-end test relies on. Each test skips (loudly) when no
 //! test bed is up, and fails in CI.
 
-mod common;
-
 use std::fs::File;
 use std::process::Stdio;
 
-use common::{Testbed, docker, stdout, succeed};
+use crate::support::{Testbed, docker, stdout, succeed};
 
-fn ssh_output(testbed: &Testbed, node: &common::Node, command: &str) -> std::process::Output {
+fn ssh_output(
+    testbed: &Testbed,
+    node: &crate::support::Node,
+    command: &str,
+) -> std::process::Output {
     testbed.ssh(node).arg(command).output().expect("run ssh")
 }
 
 #[test]
 fn every_node_is_reachable_through_the_bastion_and_not_directly() {
-    let Some((testbed, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (testbed, _lock) = testbed!();
     std::thread::scope(|scope| {
         for node in &testbed.nodes {
             let testbed = &testbed;
@@ -44,9 +44,7 @@ fn every_node_is_reachable_through_the_bastion_and_not_directly() {
 
 #[test]
 fn only_the_last_node_reads_as_flatcar_over_ssh() {
-    let Some((testbed, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (testbed, _lock) = testbed!();
     assert_eq!(testbed.flatcar().name, testbed.nodes.last().unwrap().name);
     for node in &testbed.nodes {
         let os_release = stdout(&succeed(ssh_output(&testbed, node, "cat /etc/os-release")));
@@ -62,9 +60,7 @@ fn only_the_last_node_reads_as_flatcar_over_ssh() {
 
 #[test]
 fn an_archive_loaded_over_ssh_lands_in_that_nodes_daemon_only() {
-    let Some((testbed, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (testbed, _lock) = testbed!();
     testbed.reset_nodes();
     let image = &testbed.images[0];
     let archive = tempfile::NamedTempFile::new().unwrap();
@@ -111,9 +107,7 @@ fn an_archive_loaded_over_ssh_lands_in_that_nodes_daemon_only() {
 
 #[test]
 fn a_node_pulls_from_the_registry() {
-    let Some((testbed, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (testbed, _lock) = testbed!();
     testbed.reset_nodes();
     let node = &testbed.nodes[0];
     let pulled = ssh_output(
@@ -128,9 +122,7 @@ fn a_node_pulls_from_the_registry() {
 
 #[test]
 fn files_a_node_writes_stay_on_that_node() {
-    let Some((testbed, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (testbed, _lock) = testbed!();
     testbed.reset_nodes();
     let (writer, reader) = (&testbed.nodes[0], &testbed.nodes[1]);
     succeed(ssh_output(
@@ -151,9 +143,7 @@ fn files_a_node_writes_stay_on_that_node() {
 
 #[test]
 fn a_stopped_server_can_be_started_again() {
-    let Some((testbed, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (testbed, _lock) = testbed!();
     let node = &testbed.nodes[0];
     testbed.stop_sshd(node);
     assert!(!ssh_output(&testbed, node, "true").status.success());

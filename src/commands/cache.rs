@@ -13,7 +13,7 @@ use crate::cli::{CacheCommand, CacheDirArgs, GlobalArgs};
 use crate::image::compression::zstd_level_for_gzip;
 use crate::image::{ArchiveFormat, Cache, DiffId, ImageId};
 use crate::inventory::Inventory;
-use crate::inventory::settings::DownloadSettings;
+use crate::push::kubespray::DownloadSettings;
 
 pub fn run(global: &GlobalArgs, command: &CacheCommand) -> anyhow::Result<ExitCode> {
     let open = |args: &CacheDirArgs| open(global, args);

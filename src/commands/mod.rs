@@ -6,8 +6,10 @@ mod ping;
 mod push;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConnectArgs};
+use crate::ssh::{ConnectOptions, Destination};
 
 /// Exit code for bad input (inventory, flags, image references): nothing was attempted.
 pub const EXIT_BAD_INPUT: u8 = 2;
@@ -51,6 +53,31 @@ fn exit_code_for(err: &anyhow::Error) -> u8 {
     } else {
         EXIT_FAILED
     }
+}
+
+/// The transport's options from the flags every connecting command shares.
+fn connect_options(args: &ConnectArgs) -> Result<ConnectOptions, UsageError> {
+    let bastion = args
+        .bastion
+        .as_deref()
+        .map(|spec| {
+            Destination::parse(spec).map(Destination::hop).map_err(|e| {
+                UsageError(format!(
+                    "--bastion {spec:?}: expected [USER@]HOST[:PORT] ({e})"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(ConnectOptions {
+        user: args.user.clone(),
+        private_key: args.private_key.clone(),
+        known_hosts: args.known_hosts.clone(),
+        bastion,
+        accept_new: args.accept_new,
+        insecure_ignore_host_keys: args.insecure_ignore_host_keys,
+        connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+        ..ConnectOptions::default()
+    })
 }
 
 /// Write `value` as pretty JSON to `path` ("-" for stdout); a file is written under a temporary

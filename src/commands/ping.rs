@@ -11,19 +11,18 @@ use serde::Serialize;
 use crate::cli::{GlobalArgs, PingArgs};
 use crate::facts::{self, Facts};
 use crate::inventory::Inventory;
-use crate::inventory::connection::{self, HostConnection, JumpHost};
-use crate::inventory::settings::DownloadSettings;
-use crate::ssh::{ConnectOptions, Connector};
+use crate::inventory::connection;
+use crate::push::kubespray::DownloadSettings;
+use crate::ssh::{Connector, Hop, Host};
 
-use super::{UsageError, write_json};
+use super::{connect_options, write_json};
 
 pub async fn run(global: &GlobalArgs, args: &PingArgs) -> anyhow::Result<ExitCode> {
     let inventory = Inventory::load(&global.inventory)?;
     let hosts = connection::targets(&inventory, global.limit.as_deref().unwrap_or("all"))?;
     let local_release_dir = DownloadSettings::from_inventory(&inventory)?.local_release_dir;
-    let options = ConnectOptions::from_args(&args.connect).map_err(UsageError)?;
     let report = ping(
-        &Connector::new(options),
+        &Connector::new(connect_options(&args.connect)?),
         hosts,
         &local_release_dir,
         args.connect.forks,
@@ -43,7 +42,7 @@ pub async fn run(global: &GlobalArgs, args: &PingArgs) -> anyhow::Result<ExitCod
 
 /// The outcome for one host, as printed and written to JSON.
 #[derive(Debug, Serialize)]
-pub struct HostReport {
+pub struct HostPing {
     pub host: String,
     pub address: String,
     pub user: String,
@@ -64,18 +63,18 @@ pub struct BastionReport {
 
 #[derive(Debug, Serialize)]
 pub struct PingReport {
-    pub hosts: Vec<HostReport>,
+    pub hosts: Vec<HostPing>,
     pub bastions: Vec<BastionReport>,
 }
 
 /// Ping `hosts` at most `forks` at once, and each distinct bastion once.
 pub async fn ping(
     connector: &Connector,
-    hosts: Vec<HostConnection>,
+    hosts: Vec<Host>,
     local_release_dir: &Path,
     forks: usize,
 ) -> PingReport {
-    let mut jumps: Vec<JumpHost> = Vec::new();
+    let mut jumps: Vec<Hop> = Vec::new();
     for jump in hosts.iter().filter_map(|h| connector.jump_for(h)) {
         if !jumps.contains(&jump) {
             jumps.push(jump);
@@ -101,11 +100,7 @@ pub async fn ping(
     PingReport { hosts, bastions }
 }
 
-async fn ping_one(
-    connector: &Connector,
-    host: &HostConnection,
-    local_release_dir: &Path,
-) -> HostReport {
+async fn ping_one(connector: &Connector, host: &Host, local_release_dir: &Path) -> HostPing {
     let started = Instant::now();
     let result = async {
         let session = connector.connect(host).await?;
@@ -114,9 +109,9 @@ async fn ping_one(
         facts
     }
     .await;
-    HostReport {
-        host: host.name.clone(),
-        address: host.address.clone(),
+    HostPing {
+        host: host.name().to_string(),
+        address: host.hop.address.clone(),
         user: connector.login_user(host),
         via: connector.jump_for(host).map(|j| j.name.clone()),
         reachable: result.is_ok(),
@@ -199,7 +194,7 @@ mod tests {
 
     #[test]
     fn summary_names_the_failed_hosts_and_the_bastion() {
-        let failed = HostReport {
+        let failed = HostPing {
             host: "node2".into(),
             address: "10.0.0.2".into(),
             user: "root".into(),

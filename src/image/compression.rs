@@ -12,7 +12,7 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 ///
 /// zstd 3 already beats gzip 1 in both speed and ratio, so gzip 1 (Kubespray's default) maps
 /// to 3; each gzip step above that adds two zstd levels, up to 19 for gzip 9. Measured figures
-/// are in README ("Image cache").
+/// are in docs/cache.md.
 pub fn zstd_level_for_gzip(gzip_level: u32) -> i32 {
     let gzip_level = gzip_level.clamp(1, 9) as i32;
     DEFAULT_ZSTD_LEVEL + 2 * (gzip_level - 1)

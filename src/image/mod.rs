@@ -3,10 +3,10 @@
 //! How the rest of dropship uses it:
 //! - open the cache: `Cache::open(&Cache::resolve_dir(flag, settings.cache_dir), level)` with
 //!   `level` from `--zstd-level` or `compression::zstd_level_for_gzip(download_compress)`;
-//! - fill it: `localhost::LocalDaemon::connect()?.fetch(&cache, &refs)` (pull, skip what is
-//!   cached, one `docker save`), or for a remote delegate any byte stream of `docker save`:
-//!   `cache.ingest_async(ssh_stdout, "docker save on HOST")`; `--offline`:
-//!   `localhost::resolve_offline(&cache, &refs)`;
+//! - fill it: `source::fetch(&daemon, &cache, &refs, pull, retry, seed)` with a
+//!   `source::localhost::LocalDaemon` or a `source::remote::RemoteDaemon` (pull what the daemon
+//!   lacks, skip what is cached, one `docker save` streamed into `cache.ingest_async`);
+//!   `--offline`: `source::resolve_offline(&cache, &refs)`;
 //! - push: `cache.archive_plan(&ids, &omit)` (exact sizes, `omit` from `layers_to_omit` and a
 //!   node's image chains), then `cache.archive_reader(plan, ArchiveFormat::Zstd)` as the SSH
 //!   channel's stdin for `zstd -dc | docker load`.
@@ -16,10 +16,10 @@ pub mod cache;
 pub mod compression;
 pub mod credentials;
 pub mod digest;
-pub mod localhost;
 pub mod reference;
-pub mod remote;
 pub mod source;
+/// Synthetic docker-archives for tests and benchmarks; not part of the shipped library.
+#[cfg(any(test, feature = "synth"))]
 pub mod synth;
 
 pub use cache::{

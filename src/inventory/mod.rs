@@ -2,10 +2,11 @@
 //!
 //! `Inventory::load` takes the `-i` sources (INI or YAML files, directories of them) and gives
 //! the hosts in Ansible's order, group membership, each host's merged variables with Ansible's
-//! precedence, and `--limit` pattern selection. `connection` and `settings` turn variables into
-//! typed SSH and download settings.
+//! precedence, and `--limit` pattern selection. `host_vars` reads one host's variables as typed
+//! settings, and `connection` turns them into how to reach the host over SSH.
 
 pub mod connection;
+pub mod host_vars;
 mod hostpattern;
 mod ini;
 mod jinja;
@@ -13,9 +14,9 @@ mod model;
 mod pattern;
 mod pyliteral;
 pub mod render;
-pub mod settings;
 mod shlex;
 mod sources;
+mod ssh_args;
 #[cfg(test)]
 pub(crate) mod testing;
 mod vars_files;

@@ -1,27 +1,84 @@
-//! `dropship push`: one task per node, at most `--forks` at once, each retried on its own, so
-//! a fault on one node never stops the others.
+//! `dropship push`, the whole of it: the plan, the download on the delegate, and one task per
+//! node, at most `--forks` at once, each retried on its own, so a fault on one node never
+//! stops the others.
 
 pub mod decide;
+pub mod fetch;
+pub mod kubespray;
 pub mod node;
 pub mod plan;
 pub mod progress;
+pub mod report;
 pub mod transfer;
 
-use futures::StreamExt;
+use std::future::Future;
 
-use crate::report::{HostReport, HostStatus, RunReport};
-use node::{NodeContext, Target};
+use futures::{FutureExt, StreamExt};
 
-/// Push to every target. Ctrl-C stops the transfers under way (dropping a transfer closes its
-/// channel, and the node's side removes any partial file) and reports what had finished.
-pub async fn run(ctx: &NodeContext<'_>, targets: &[Target]) -> RunReport {
+use crate::image::Cache;
+use crate::shutdown::Signal;
+use crate::ssh::Connector;
+use node::NodeContext;
+use plan::{Plan, Target};
+use progress::Progress;
+use report::{HostReport, HostStatus, RunReport};
+
+/// Push the plan's images to its targets; never fails: the report says what happened on each
+/// host, and why the images could not be had if the download failed.
+///
+/// Nodes connect and gather facts while the delegate downloads. When `shutdown` resolves, the
+/// transfers under way stop (dropping a transfer closes its channel, and the node's side
+/// removes any partial file), the download is no longer waited for, and the hosts that had
+/// not finished are reported as interrupted.
+pub async fn run(
+    plan: &Plan,
+    connector: &Connector,
+    cache: &Cache,
+    progress: &Progress,
+    shutdown: impl Future<Output = Signal>,
+) -> RunReport {
+    let shutdown = shutdown.boxed_local().shared();
+    let wanted = fetch::wanted(plan, connector, cache, progress);
+    let ctx = NodeContext {
+        connector,
+        cache,
+        wanted: wanted.clone(),
+        delegate: plan.delegate.host_name(),
+        settings: &plan.settings,
+        progress,
+    };
+    // The download runs even while no node waits for it (a remote delegate's own facts are
+    // read after it), and is not waited for once the run is interrupted.
+    let stopped = shutdown.clone();
+    let download = async {
+        tokio::select! {
+            result = wanted => result.err(),
+            _ = stopped => None,
+        }
+    };
+    let ((hosts, interrupted), download_error) =
+        tokio::join!(push_all(&ctx, &plan.targets, shutdown), download);
+    progress.finish();
+    RunReport {
+        check: plan.settings.check,
+        interrupted,
+        download_error: download_error.map(|e| e.to_string()),
+        hosts,
+    }
+}
+
+/// Every target's report in target order, and the signal that cut the run short, if any.
+async fn push_all(
+    ctx: &NodeContext<'_>,
+    targets: &[Target],
+    shutdown: impl Future<Output = Signal>,
+) -> (Vec<HostReport>, Option<Signal>) {
     let mut reports: Vec<Option<HostReport>> = vec![None; targets.len()];
     let mut tasks = futures::stream::iter(targets.iter().enumerate())
         .map(|(i, target)| async move { (i, node::push(ctx, target).await) })
         .buffer_unordered(ctx.settings.forks.max(1));
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut interrupted = false;
+    tokio::pin!(shutdown);
+    let mut interrupted = None;
     loop {
         tokio::select! {
             next = tasks.next() => match next {
@@ -31,31 +88,31 @@ pub async fn run(ctx: &NodeContext<'_>, targets: &[Target]) -> RunReport {
                 }
                 None => break,
             },
-            _ = &mut ctrl_c => {
-                interrupted = true;
+            signal = &mut shutdown => {
+                interrupted = Some(signal);
                 break;
             }
         }
     }
     drop(tasks);
-    ctx.progress.finish();
     let hosts = reports
         .into_iter()
         .zip(targets)
-        .map(|(report, target)| report.unwrap_or_else(|| interrupted_report(target)))
+        .map(|(report, target)| {
+            report.unwrap_or_else(|| {
+                let signal = interrupted.expect("a host is unfinished only after a signal");
+                interrupted_report(target, signal)
+            })
+        })
         .collect();
-    RunReport {
-        check: ctx.settings.check,
-        interrupted,
-        hosts,
-    }
+    (hosts, interrupted)
 }
 
-fn interrupted_report(target: &Target) -> HostReport {
+fn interrupted_report(target: &Target, signal: Signal) -> HostReport {
     HostReport {
-        host: target.connection.name.clone(),
+        host: target.host.name().to_string(),
         status: HostStatus::Failed {
-            reason: "interrupted (Ctrl-C) before it finished".into(),
+            reason: format!("interrupted ({signal}) before it finished"),
         },
         images: Vec::new(),
         bytes_sent: 0,
@@ -63,5 +120,102 @@ fn interrupted_report(target: &Target) -> HostReport {
         attempts: 0,
         elapsed: std::time::Duration::ZERO,
         notes: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::testing::load_ini;
+    use clap::Parser;
+
+    fn plan_for(inventory: &str, flags: &[&str]) -> Plan {
+        let (_dir, inventory) = load_ini(inventory);
+        let cli = crate::cli::Cli::parse_from(["dropship", "push"].iter().chain(flags));
+        let crate::cli::Command::Push(args) = cli.command else {
+            unreachable!()
+        };
+        let images = vec![crate::image::ImageRef::parse("registry.testbed:5000/app:v1").unwrap()];
+        plan::build(&inventory, None, &args, images).unwrap()
+    }
+
+    /// Nodes that accept TCP and then never answer: without the shutdown, each would sit in
+    /// its SSH handshake for the whole connect timeout.
+    #[tokio::test]
+    async fn a_shutdown_future_stops_every_node_and_the_download_and_says_so() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut held = Vec::new();
+        let accept = async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                held.push(socket);
+            }
+        };
+        let inventory =
+            format!("[kube_node]\nnode[1:3] ansible_host=127.0.0.1 ansible_port={port}\n");
+        let plan = plan_for(&inventory, &["--delegate", "node1"]);
+        let connector = Connector::new(crate::ssh::ConnectOptions {
+            agent_socket: None,
+            default_key_dir: None,
+            connect_timeout: std::time::Duration::from_secs(600),
+            ..Default::default()
+        });
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(cache_dir.path(), None).unwrap();
+        let progress = Progress::new(plan.targets.len());
+        let shutdown = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Signal::Sigterm
+        };
+        let report = tokio::select! {
+            report = run(&plan, &connector, &cache, &progress, shutdown) => report,
+            _ = accept => unreachable!(),
+        };
+        assert_eq!(report.interrupted, Some(Signal::Sigterm));
+        assert_eq!(
+            report.download_error, None,
+            "the download was not waited for"
+        );
+        assert_eq!(report.hosts.len(), 3);
+        for host in &report.hosts {
+            assert_eq!(
+                host.status,
+                HostStatus::Failed {
+                    reason: "interrupted (SIGTERM) before it finished".into()
+                },
+                "{}",
+                host.host
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_download_fails_the_hosts_that_needed_it_and_is_reported() {
+        // --offline with an empty cache: the images cannot be had; the node is not reachable
+        // either (nothing listens), so it fails on its own account first or on the download.
+        let plan = plan_for(
+            "[kube_node]\nnode1 ansible_host=127.0.0.1 ansible_port=1\n",
+            &["--offline", "--retries", "1"],
+        );
+        let connector = Connector::new(crate::ssh::ConnectOptions {
+            agent_socket: None,
+            default_key_dir: None,
+            ..Default::default()
+        });
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(cache_dir.path(), None).unwrap();
+        let report = run(
+            &plan,
+            &connector,
+            &cache,
+            &Progress::new(1),
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(report.interrupted, None);
+        let reason = report.download_error.expect("the download failed");
+        assert!(reason.contains("is not in the cache"), "{reason}");
+        assert!(report.hosts[0].failed());
     }
 }

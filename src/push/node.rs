@@ -2,50 +2,22 @@
 //! a whole, so a node that comes back half-way through starts clean.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use futures::future::{LocalBoxFuture, Shared};
 use sha2::{Digest as _, Sha256};
 
 use super::decide::{Decision, Delta, NodeImages, WantedImage, decide};
+use super::fetch::Wanted;
+use super::plan::{PushSettings, Target};
 use super::progress::Progress;
+use super::report::{HostReport, HostStatus, ImageAction, ImageResult};
 use super::transfer::{self, Landing};
 use crate::facts::{self, Facts, FactsError};
-use crate::image::{ArchiveFormat, ArchivePlan, Cache, CacheError, ImageId};
-use crate::inventory::connection::HostConnection;
-use crate::report::{HostReport, HostStatus, ImageAction, ImageResult};
-use crate::retry::{self, Jitter, RetryPolicy, Transient};
+use crate::image::{ArchiveFormat, ArchivePlan, Cache, CacheError, DiffId, ImageId};
+use crate::retry::{self, Jitter, Transient};
 use crate::ssh::{Connector, Session, SshError};
-
-/// A push target: how to reach it, and whether the inventory says it is CoreOS-like
-/// (`dropship_coreos`; `None` lets the node's os-release decide).
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub connection: HostConnection,
-    pub coreos: Option<bool>,
-}
-
-/// What every node task shares.
-pub struct PushSettings {
-    pub retry: RetryPolicy,
-    /// `--seed`: reproducible retry jitter.
-    pub seed: Option<u64>,
-    pub forks: usize,
-    /// `download_keep_remote_cache`: keep the archive in `local_release_dir/images/`.
-    pub keep_remote_cache: bool,
-    pub local_release_dir: PathBuf,
-    /// Leave out layers a node has (off with `--no-delta`).
-    pub delta: bool,
-    /// `--check`: decide and report, send nothing.
-    pub check: bool,
-}
-
-/// The images to push, once the delegate has filled the cache. Nodes connect and gather their
-/// facts while the download runs, and wait for this only when they need it.
-pub type Wanted<'a> = Shared<LocalBoxFuture<'a, Result<Arc<Vec<WantedImage>>, Arc<String>>>>;
 
 pub struct NodeContext<'a> {
     pub connector: &'a Connector,
@@ -112,9 +84,82 @@ struct Outcome {
     notes: Vec<String>,
 }
 
+impl Outcome {
+    fn new(status: HostStatus, images: Vec<ImageResult>) -> Self {
+        Outcome {
+            status,
+            images,
+            would_send: 0,
+            bytes_saved: 0,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// What to do on one node, decided from its facts and the wanted images alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlan {
+    /// Every wanted image, with what happens to it on this node.
+    pub images: Vec<ImageResult>,
+    /// The images to send, as indices into the wanted list; empty when the node is up to date.
+    pub send: Vec<usize>,
+    /// Layers the node holds, left out of the archive.
+    pub omit: HashSet<DiffId>,
+    pub format: ArchiveFormat,
+}
+
+/// The OS to name when the node is CoreOS-like (the inventory's `dropship_coreos`, else its
+/// os-release), where Kubespray pushes no images.
+pub fn coreos_os(target: &Target, facts: &Facts) -> Option<String> {
+    if !target.coreos.unwrap_or_else(|| facts.is_coreos_like()) {
+        return None;
+    }
+    let os = Some(&facts.os.name)
+        .filter(|name| !name.is_empty())
+        .unwrap_or(&facts.os.id);
+    Some(if os.is_empty() {
+        "CoreOS-like (inventory)".into()
+    } else {
+        os.clone()
+    })
+}
+
+/// Which images the node lacks, which of their layers it holds, and the archive format its
+/// tools read.
+pub fn node_plan(facts: &Facts, wanted: &[WantedImage], delta: bool) -> NodePlan {
+    let delta = if delta && accepts_delta(facts) {
+        Delta::Allowed
+    } else {
+        Delta::Off
+    };
+    let (send, omit) = match decide(wanted, &NodeImages::from_facts(facts), delta) {
+        Decision::UpToDate => (Vec::new(), HashSet::new()),
+        Decision::Send { images, omit } => (images, omit),
+    };
+    let images = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, image)| ImageResult {
+            reference: image.reference.familiar(),
+            id: image.record.id.to_string(),
+            action: if send.contains(&i) {
+                ImageAction::Loaded
+            } else {
+                ImageAction::Present
+            },
+        })
+        .collect();
+    NodePlan {
+        images,
+        send,
+        omit,
+        format: format_for(facts),
+    }
+}
+
 /// Push to one node, retrying transient failures; never fails: the report says what happened.
 pub async fn push(ctx: &NodeContext<'_>, target: &Target) -> HostReport {
-    let host = target.connection.name.as_str();
+    let host = target.host.name();
     let started = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let mut jitter = Jitter::new(ctx.settings.seed, host);
@@ -145,15 +190,12 @@ pub async fn push(ctx: &NodeContext<'_>, target: &Target) -> HostReport {
     };
     match retried.result {
         Ok(outcome) => report(outcome),
-        Err(err) => report(Outcome {
-            status: HostStatus::Failed {
+        Err(err) => report(Outcome::new(
+            HostStatus::Failed {
                 reason: err.to_string(),
             },
-            images: Vec::new(),
-            would_send: 0,
-            bytes_saved: 0,
-            notes: Vec::new(),
-        }),
+            Vec::new(),
+        )),
     }
 }
 
@@ -162,14 +204,14 @@ async fn attempt(
     target: &Target,
     sent: &Arc<AtomicU64>,
 ) -> Result<Outcome, NodeError> {
-    let host = target.connection.name.as_str();
+    let host = target.host.name();
     ctx.progress.step(host, "connecting");
-    let session = ctx.connector.connect(&target.connection).await?;
+    let session = ctx.connector.connect(&target.host).await?;
     if ctx.delegate == Some(host) {
         // It pulls the images itself: read its facts afterwards, or they miss them.
         let _ = ctx.wanted.clone().await;
     }
-    let become_ = target.connection.become_.as_ref();
+    let become_ = target.host.become_.as_ref();
     let facts = facts::gather(&session, &ctx.settings.local_release_dir, become_).await?;
     let outcome = act(ctx, target, &session, &facts, sent).await;
     session.close().await;
@@ -183,24 +225,9 @@ async fn act(
     facts: &Facts,
     sent: &Arc<AtomicU64>,
 ) -> Result<Outcome, NodeError> {
-    let host = target.connection.name.as_str();
-    if target.coreos.unwrap_or_else(|| facts.is_coreos_like()) {
-        let os = Some(&facts.os.name)
-            .filter(|name| !name.is_empty())
-            .unwrap_or(&facts.os.id);
-        return Ok(Outcome {
-            status: HostStatus::SkippedCoreos {
-                os: if os.is_empty() {
-                    "CoreOS-like (inventory)".into()
-                } else {
-                    os.clone()
-                },
-            },
-            images: Vec::new(),
-            would_send: 0,
-            bytes_saved: 0,
-            notes: Vec::new(),
-        });
+    let host = target.host.name();
+    if let Some(os) = coreos_os(target, facts) {
+        return Ok(Outcome::new(HostStatus::SkippedCoreos { os }, Vec::new()));
     }
     require_docker(host, facts)?;
     let wanted = ctx
@@ -211,40 +238,15 @@ async fn act(
             host: host.to_string(),
             reason,
         })?;
-    let wanted = wanted.as_slice();
-    let node = NodeImages::from_facts(facts);
-    let delta = if ctx.settings.delta && accepts_delta(facts) {
-        Delta::Allowed
-    } else {
-        Delta::Off
-    };
-    let decision = decide(wanted, &node, delta);
-    let sending: Vec<usize> = match &decision {
-        Decision::UpToDate => Vec::new(),
-        Decision::Send { images, .. } => images.clone(),
-    };
-    let images = wanted
-        .iter()
-        .enumerate()
-        .map(|(i, image)| ImageResult {
-            reference: image.reference.familiar(),
-            id: image.record.id.to_string(),
-            action: if sending.contains(&i) {
-                ImageAction::Loaded
-            } else {
-                ImageAction::Present
-            },
-        })
-        .collect();
-    let Decision::Send { omit, .. } = decision else {
-        return Ok(Outcome {
-            status: HostStatus::UpToDate,
-            images,
-            would_send: 0,
-            bytes_saved: 0,
-            notes: Vec::new(),
-        });
-    };
+    let NodePlan {
+        images,
+        send: sending,
+        omit,
+        format,
+    } = node_plan(facts, &wanted, ctx.settings.delta);
+    if sending.is_empty() {
+        return Ok(Outcome::new(HostStatus::UpToDate, images));
+    }
     let chosen: Vec<&WantedImage> = sending.iter().map(|&i| &wanted[i]).collect();
     let ids: Vec<ImageId> = chosen.iter().map(|w| w.record.id).collect();
     let cache_error = |source| NodeError::Cache {
@@ -252,13 +254,9 @@ async fn act(
         source,
     };
     let plan = ctx.cache.archive_plan(&ids, &omit).map_err(cache_error)?;
-    let format = format_for(facts);
     let mut outcome = Outcome {
-        status: HostStatus::Loaded,
-        images,
-        would_send: 0,
         bytes_saved: plan.saved_bytes,
-        notes: Vec::new(),
+        ..Outcome::new(HostStatus::Loaded, images)
     };
     if ctx.settings.check {
         outcome.would_send = wire_size(&plan, format).unwrap_or(plan.raw_bytes);
@@ -352,7 +350,7 @@ async fn send(
     format: ArchiveFormat,
     sent: &Arc<AtomicU64>,
 ) -> Result<(), NodeError> {
-    let host = target.connection.name.as_str();
+    let host = target.host.name();
     // A digest reference carries no tag: its image ID is what gets checked.
     let names: Vec<String> = images
         .iter()
@@ -368,13 +366,8 @@ async fn send(
         Landing::Stream
     };
     let size = wire_size(&plan, format);
-    let command = transfer::load_command(
-        format,
-        &landing,
-        size,
-        &names,
-        target.connection.become_.as_ref(),
-    );
+    let command =
+        transfer::load_command(format, &landing, size, &names, target.host.become_.as_ref());
     let _bar = ctx
         .progress
         .transfer(host, size.unwrap_or(plan.raw_bytes), sent.clone());
@@ -424,6 +417,88 @@ mod tests {
             }),
             ..Facts::default()
         }
+    }
+
+    fn target(coreos: Option<bool>) -> Target {
+        let hop = crate::ssh::Hop::to("198.18.1.11", 22, None);
+        Target {
+            host: crate::ssh::Host {
+                hop,
+                jump: None,
+                become_: None,
+            },
+            coreos,
+        }
+    }
+
+    fn wanted(name: &str, layers: &[&str]) -> WantedImage {
+        let tag = format!("registry.testbed:5000/{name}:v1");
+        WantedImage {
+            reference: crate::image::ImageRef::parse(&tag).unwrap(),
+            record: crate::image::ImageRecord {
+                id: crate::image::Digest::of(name.as_bytes()),
+                repo_tags: vec![tag],
+                repo_digests: vec![],
+                diff_ids: layers
+                    .iter()
+                    .map(|l| crate::image::Digest::of(l.as_bytes()))
+                    .collect(),
+            },
+        }
+    }
+
+    /// A node's facts listing `images` as its daemon reports them.
+    fn holding(mut facts: Facts, images: &[&WantedImage]) -> Facts {
+        facts.images = images
+            .iter()
+            .map(|w| crate::facts::NodeImage {
+                id: w.record.id.to_string(),
+                repo_tags: w.record.repo_tags.clone(),
+                repo_digests: vec![],
+                layers: w.record.diff_ids.iter().map(|d| d.to_string()).collect(),
+            })
+            .collect();
+        facts
+    }
+
+    #[test]
+    fn coreos_is_the_inventorys_word_else_the_os_release() {
+        let mut flatcar = facts(&[], false);
+        flatcar.os.id = "flatcar".into();
+        flatcar.os.name = "Flatcar Container Linux".into();
+        assert_eq!(
+            coreos_os(&target(None), &flatcar).as_deref(),
+            Some("Flatcar Container Linux")
+        );
+        assert_eq!(coreos_os(&target(Some(false)), &flatcar), None);
+        assert_eq!(
+            coreos_os(&target(Some(true)), &facts(&[], false)).as_deref(),
+            Some("CoreOS-like (inventory)")
+        );
+        assert_eq!(coreos_os(&target(None), &facts(&[], false)), None);
+    }
+
+    #[test]
+    fn the_node_plan_sends_what_is_missing_without_the_layers_held() {
+        let app1 = wanted("app1", &["base", "a1"]);
+        let app2 = wanted("app2", &["base", "a2"]);
+        let all = [app1.clone(), app2.clone()];
+        let plan = node_plan(&holding(facts(&["zstd"], false), &[&app1]), &all, true);
+        assert_eq!(plan.send, [1]);
+        assert_eq!(plan.omit, HashSet::from([app1.record.diff_ids[0]]));
+        assert_eq!(plan.format, ArchiveFormat::Zstd);
+        let actions: Vec<ImageAction> = plan.images.iter().map(|i| i.action).collect();
+        assert_eq!(actions, [ImageAction::Present, ImageAction::Loaded]);
+
+        let both = holding(facts(&["gzip"], false), &[&app1, &app2]);
+        let plan = node_plan(&both, &all, true);
+        assert!(plan.send.is_empty() && plan.omit.is_empty());
+
+        // --no-delta, or a store that does not skip held layers: whole images.
+        let plan = node_plan(&holding(facts(&[], false), &[&app1]), &all, false);
+        assert!(plan.omit.is_empty() && plan.format == ArchiveFormat::Tar);
+        let plan = node_plan(&holding(facts(&[], true), &[&app1]), &all, true);
+        assert!(plan.omit.is_empty());
     }
 
     #[test]

@@ -1,19 +1,20 @@
 //! What a push will do, decided before anything is contacted: targets, delegate, images and
 //! settings, from the inventory (Kubespray's variable names) with CLI flags on top. Pure.
 
+//!
+//! The flags come in as clap parsed them; everything after the plan reads only the plan.
+
 use std::path::PathBuf;
 
-use serde_json::Value;
-
-use super::node::{PushSettings, Target};
+use super::kubespray::{DownloadSettings, images_from_inventory};
 use crate::cli::PushArgs;
 use crate::image::compression::zstd_level_for_gzip;
 use crate::image::source::PullPolicy;
 use crate::image::{Cache, ImageRef, RefError};
-use crate::inventory::connection::{self, HostConnection};
-use crate::inventory::settings::{DownloadSettings, ansible_bool, images_from_inventory};
-use crate::inventory::{Inventory, InventoryError};
+use crate::inventory::host_vars::HostVars;
+use crate::inventory::{Inventory, InventoryError, connection};
 use crate::retry::RetryPolicy;
+use crate::ssh::Host;
 
 /// Where images are pulled and saved once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +22,40 @@ pub enum Delegate {
     /// The docker daemon of the machine running dropship (`download_localhost`).
     Localhost,
     /// An inventory host, reached over SSH like any node (Kubespray's `download_delegate`).
-    Host(Box<HostConnection>),
+    Host(Box<Host>),
+}
+
+impl Delegate {
+    /// The inventory name of a remote delegate.
+    pub fn host_name(&self) -> Option<&str> {
+        match self {
+            Delegate::Host(host) => Some(host.name()),
+            Delegate::Localhost => None,
+        }
+    }
+}
+
+/// A push target: how to reach it, and whether the inventory says it is CoreOS-like
+/// (`dropship_coreos`; `None` lets the node's os-release decide).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: Host,
+    pub coreos: Option<bool>,
+}
+
+/// What every node task shares.
+pub struct PushSettings {
+    pub retry: RetryPolicy,
+    /// `--seed`: reproducible retry jitter.
+    pub seed: Option<u64>,
+    pub forks: usize,
+    /// `download_keep_remote_cache`: keep the archive in `local_release_dir/images/`.
+    pub keep_remote_cache: bool,
+    pub local_release_dir: PathBuf,
+    /// Leave out layers a node has (off with `--no-delta`).
+    pub delta: bool,
+    /// `--check`: decide and report, send nothing.
+    pub check: bool,
 }
 
 pub struct Plan {
@@ -30,6 +64,10 @@ pub struct Plan {
     pub images: Vec<ImageRef>,
     pub settings: PushSettings,
     pub pull: PullPolicy,
+    /// `--offline`: the cache alone, contacting no delegate or registry.
+    pub offline: bool,
+    /// `--platform`: pull this platform on the delegate.
+    pub platform: Option<String>,
     pub cache_dir: PathBuf,
     pub zstd_level: i32,
 }
@@ -50,8 +88,6 @@ pub enum PlanError {
     NoTargets { pattern: String },
     #[error("--delegate {name}: not an inventory host; use `localhost` or a host of the inventory")]
     UnknownDelegate { name: String },
-    #[error("host '{host}': dropship_coreos must be true or false, got {value}")]
-    CoreosVar { host: String, value: Value },
 }
 
 /// `requested` are the images from `--image` and `--images-file`; without any, the
@@ -60,14 +96,17 @@ pub fn build(
     inventory: &Inventory,
     limit: Option<&str>,
     args: &PushArgs,
-    requested: Vec<String>,
+    requested: Vec<ImageRef>,
 ) -> Result<Plan, PlanError> {
     let download = DownloadSettings::from_inventory(inventory)?;
     let pattern = limit.unwrap_or("all");
     let targets = connection::targets(inventory, pattern)?
         .into_iter()
-        .map(|connection| target(inventory, connection))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|host| {
+            let coreos = HostVars::new(inventory, host.name()).bool("dropship_coreos")?;
+            Ok(Target { host, coreos })
+        })
+        .collect::<Result<Vec<_>, PlanError>>()?;
     if targets.is_empty() {
         return Err(PlanError::NoTargets {
             pattern: pattern.to_string(),
@@ -75,12 +114,14 @@ pub fn build(
     }
     let requested = if requested.is_empty() {
         images_from_inventory(inventory)?
+            .iter()
+            .map(|text| ImageRef::parse(text))
+            .collect::<Result<_, _>>()?
     } else {
         requested
     };
     let mut images: Vec<ImageRef> = Vec::new();
-    for text in &requested {
-        let image = ImageRef::parse(text)?;
+    for image in requested {
         if !images.contains(&image) {
             images.push(image);
         }
@@ -109,6 +150,8 @@ pub fn build(
         } else {
             PullPolicy::IfMissing
         },
+        offline: args.offline,
+        platform: args.platform.clone(),
         cache_dir: Cache::resolve_dir(
             args.cache.cache_dir.as_deref(),
             download.cache_dir.as_deref(),
@@ -117,17 +160,6 @@ pub fn build(
             .zstd_level
             .unwrap_or_else(|| zstd_level_for_gzip(download.compress)),
     })
-}
-
-fn target(inventory: &Inventory, connection: HostConnection) -> Result<Target, PlanError> {
-    let coreos = match inventory.host_var(&connection.name, "dropship_coreos") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(ansible_bool(&value).ok_or_else(|| PlanError::CoreosVar {
-            host: connection.name.clone(),
-            value,
-        })?),
-    };
-    Ok(Target { connection, coreos })
 }
 
 /// `--delegate` wins; else Kubespray's rule: localhost with `download_localhost`, else the
@@ -193,21 +225,22 @@ download_keep_remote_cache=yes
 ";
 
     fn names(plan: &Plan) -> Vec<&str> {
-        plan.targets
-            .iter()
-            .map(|t| t.connection.name.as_str())
-            .collect()
+        plan.targets.iter().map(|t| t.host.name()).collect()
+    }
+
+    fn refs(texts: &[&str]) -> Vec<ImageRef> {
+        texts.iter().map(|t| ImageRef::parse(t).unwrap()).collect()
     }
 
     #[test]
     fn targets_leave_out_the_bastion_and_local_hosts() {
         let (_dir, inv) = inventory(CLUSTER);
-        let plan = build(&inv, None, &args(&[]), vec!["app:v1".into()]).unwrap();
+        let plan = build(&inv, None, &args(&[]), refs(&["app:v1"])).unwrap();
         assert_eq!(names(&plan), ["cp1", "node1", "node2", "node3"]);
         assert_eq!(plan.targets[0].coreos, None);
         assert_eq!(plan.targets[1].coreos, Some(false));
         assert!(
-            plan.targets[1].connection.jump.is_some(),
+            plan.targets[1].host.jump.is_some(),
             "nodes go through the bastion"
         );
     }
@@ -215,7 +248,7 @@ download_keep_remote_cache=yes
     #[test]
     fn kubespray_variables_set_the_defaults_and_flags_override_them() {
         let (_dir, inv) = inventory(CLUSTER);
-        let plan = build(&inv, None, &args(&[]), vec!["app:v1".into()]).unwrap();
+        let plan = build(&inv, None, &args(&[]), refs(&["app:v1"])).unwrap();
         assert_eq!(plan.settings.retry, RetryPolicy::new(2, 9));
         assert!(plan.settings.keep_remote_cache);
         assert_eq!(plan.settings.forks, 10);
@@ -228,29 +261,34 @@ download_keep_remote_cache=yes
             "3",
             "--no-delta",
         ]);
-        let plan = build(&inv, None, &flags, vec!["app:v1".into()]).unwrap();
+        let plan = build(&inv, None, &flags, refs(&["app:v1"])).unwrap();
         assert_eq!(plan.settings.retry, RetryPolicy::new(7, 1));
         assert_eq!(plan.settings.forks, 3);
         assert!(!plan.settings.delta);
+        assert!(!plan.offline && plan.platform.is_none());
+        let flags = args(&["--offline", "--platform", "linux/arm64"]);
+        let plan = build(&inv, None, &flags, refs(&["app:v1"])).unwrap();
+        assert!(plan.offline);
+        assert_eq!(plan.platform.as_deref(), Some("linux/arm64"));
     }
 
     #[test]
     fn the_delegate_follows_kubesprays_rule() {
         let (_dir, inv) = inventory(CLUSTER);
-        let plan = build(&inv, None, &args(&[]), vec!["a".into()]).unwrap();
-        assert!(matches!(&plan.delegate, Delegate::Host(h) if h.name == "cp1"));
+        let plan = build(&inv, None, &args(&[]), refs(&["a"])).unwrap();
+        assert!(matches!(&plan.delegate, Delegate::Host(h) if h.name() == "cp1"));
         let plan = build(
             &inv,
             None,
             &args(&["--delegate", "localhost"]),
-            vec!["a".into()],
+            refs(&["a"]),
         )
         .unwrap();
         assert_eq!(plan.delegate, Delegate::Localhost);
         let (_dir, inv) = inventory(&format!("{CLUSTER}download_localhost=true\n"));
-        let plan = build(&inv, None, &args(&[]), vec!["a".into()]).unwrap();
+        let plan = build(&inv, None, &args(&[]), refs(&["a"])).unwrap();
         assert_eq!(plan.delegate, Delegate::Localhost);
-        let err = build(&inv, None, &args(&["--delegate", "nope"]), vec!["a".into()]);
+        let err = build(&inv, None, &args(&["--delegate", "nope"]), refs(&["a"]));
         assert!(matches!(err, Err(PlanError::UnknownDelegate { .. })));
     }
 
@@ -259,32 +297,31 @@ download_keep_remote_cache=yes
         let (_dir, inv) = inventory(&format!(
             "{CLUSTER}dropship_images=['nginx:1.25', 'nginx:1.25', 'redis']\n"
         ));
-        let plan = build(&inv, None, &args(&[]), vec![]).unwrap();
-        let refs: Vec<String> = plan.images.iter().map(|i| i.familiar()).collect();
-        assert_eq!(refs, ["nginx:1.25", "redis:latest"]);
-        let plan = build(&inv, None, &args(&[]), vec!["app:v2".into()]).unwrap();
+        let plan = build(&inv, None, &args(&[]), Vec::new()).unwrap();
+        let names: Vec<String> = plan.images.iter().map(|i| i.familiar()).collect();
+        assert_eq!(names, ["nginx:1.25", "redis:latest"]);
+        let plan = build(&inv, None, &args(&[]), refs(&["app:v2"])).unwrap();
         assert_eq!(plan.images.len(), 1);
-        let err = build(&inv, None, &args(&[]), vec!["Bad Ref".into()]);
+        let (_dir, inv) = inventory(&format!("{CLUSTER}dropship_images=['Bad Ref']\n"));
+        let err = build(&inv, None, &args(&[]), vec![]);
         assert!(matches!(err, Err(PlanError::Image(_))), "{:?}", err.err());
     }
 
     #[test]
     fn a_limit_that_leaves_nothing_or_names_nothing_is_an_error() {
         let (_dir, inv) = inventory(CLUSTER);
-        let err = build(&inv, Some("bastion"), &args(&[]), vec!["a".into()]);
+        let err = build(&inv, Some("bastion"), &args(&[]), refs(&["a"]));
         assert!(matches!(err, Err(PlanError::NoTargets { .. })));
-        let err = build(&inv, Some("node9"), &args(&[]), vec!["a".into()]);
+        let err = build(&inv, Some("node9"), &args(&[]), refs(&["a"]));
         assert!(matches!(err, Err(PlanError::Inventory(_))));
-        let plan = build(&inv, Some("kube_node:!node2"), &args(&[]), vec!["a".into()]).unwrap();
+        let plan = build(&inv, Some("kube_node:!node2"), &args(&[]), refs(&["a"])).unwrap();
         assert_eq!(names(&plan), ["cp1", "node1", "node3"]);
     }
 
     #[test]
     fn a_bad_coreos_override_names_the_host() {
         let (_dir, inv) = inventory("[kube_node]\nnode1 dropship_coreos=maybe\n");
-        let err = build(&inv, None, &args(&[]), vec!["a".into()])
-            .err()
-            .unwrap();
+        let err = build(&inv, None, &args(&[]), refs(&["a"])).err().unwrap();
         assert!(err.to_string().contains("node1"), "{err}");
     }
 }

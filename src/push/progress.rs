@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::report::HostReport;
+use super::report::HostReport;
 
 /// Cheap to clone: clones draw on the same bars.
 #[derive(Clone)]

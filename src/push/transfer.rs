@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::image::ArchiveFormat;
-use crate::inventory::connection::Become;
+use crate::ssh::Become;
 use crate::ssh::{RemoteCommand, quote, quote_words};
 
 /// Separates `docker load`'s own output from the IDs printed after it.

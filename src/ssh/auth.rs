@@ -20,9 +20,10 @@ pub const PASSPHRASE_ENV: &str = "DROPSHIP_SSH_PASSPHRASE";
 const DEFAULT_KEY_NAMES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
 
 /// Decrypted private keys by path, loaded at most once (one passphrase prompt per key per run).
-#[derive(Default)]
 pub(crate) struct KeyStore {
     loaded: tokio::sync::Mutex<HashMap<PathBuf, Result<Arc<PrivateKey>, String>>>,
+    /// For encrypted keys; `None`: ask on the terminal.
+    passphrase: Option<Passphrase>,
 }
 
 /// A key file to offer, or the reason it cannot be offered.
@@ -33,6 +34,13 @@ pub(crate) struct KeyFile {
 }
 
 impl KeyStore {
+    pub(crate) fn new(passphrase: Option<Passphrase>) -> Self {
+        KeyStore {
+            loaded: tokio::sync::Mutex::new(HashMap::new()),
+            passphrase,
+        }
+    }
+
     /// The key files to offer, in order: `explicit` first, then the default ones that exist.
     /// Runs before the authentication timeout starts, since it may prompt for a passphrase.
     pub(crate) async fn key_files(
@@ -68,7 +76,8 @@ impl KeyStore {
             return result.clone();
         }
         let owned = path.to_path_buf();
-        let result = tokio::task::spawn_blocking(move || load_key_file(&owned))
+        let passphrase = self.passphrase.clone();
+        let result = tokio::task::spawn_blocking(move || load_key_file(&owned, passphrase))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
         loaded.insert(path.to_path_buf(), result.clone());
@@ -76,11 +85,14 @@ impl KeyStore {
     }
 }
 
-fn load_key_file(path: &Path) -> Result<Arc<PrivateKey>, String> {
+fn load_key_file(path: &Path, passphrase: Option<Passphrase>) -> Result<Arc<PrivateKey>, String> {
     match russh::keys::load_secret_key(path, None) {
         Ok(key) => Ok(Arc::new(key)),
         Err(russh::keys::Error::KeyIsEncrypted) => {
-            let passphrase = passphrase_for(path)?;
+            let passphrase = match passphrase {
+                Some(Passphrase(known)) => known,
+                None => ask_passphrase(path)?,
+            };
             russh::keys::load_secret_key(path, Some(&passphrase))
                 .map(Arc::new)
                 .map_err(|_| "cannot decrypt it: wrong passphrase".to_string())
@@ -89,11 +101,18 @@ fn load_key_file(path: &Path) -> Result<Arc<PrivateKey>, String> {
     }
 }
 
-/// The passphrase from DROPSHIP_SSH_PASSPHRASE, else asked on the terminal with echo off.
-fn passphrase_for(path: &Path) -> Result<String, String> {
-    if let Ok(passphrase) = std::env::var(PASSPHRASE_ENV) {
-        return Ok(passphrase);
+/// A key passphrase: kept out of `Debug` output, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Passphrase(pub String);
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passphrase(<redacted>)")
     }
+}
+
+/// Asked on the terminal with echo off.
+fn ask_passphrase(path: &Path) -> Result<String, String> {
     super::tty::prompt_hidden(&format!("Enter passphrase for key '{}': ", path.display())).map_err(
         |e| format!("it is encrypted, {PASSPHRASE_ENV} is not set and no terminal to ask on ({e})"),
     )

@@ -3,7 +3,7 @@
 //! sshd hands the command string to the user's login shell, so every word is POSIX
 //! single-quoted: nothing from an inventory or an image name reaches a shell unquoted.
 
-use crate::inventory::connection::Become;
+use super::host::Become;
 
 /// Quote one word for a POSIX shell: `'…'`, with each `'` written as `'\''`.
 pub fn quote(word: &str) -> String {

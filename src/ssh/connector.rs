@@ -9,9 +9,9 @@ use russh::client::{self, Handle};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
-use crate::inventory::connection::{HostConnection, JumpHost, StrictHostKeyChecking};
-
 use super::auth::{self, KeyStore};
+use super::bastion::{BastionLease, BastionPool};
+use super::host::{Hop, Host};
 use super::host_keys::{Client, ClientError, HostKeyCheck};
 use super::options::{ConnectOptions, current_user};
 use super::session::Session;
@@ -30,12 +30,19 @@ struct Inner {
     bastions: Mutex<HashMap<(String, u16, String), Arc<BastionPool>>>,
 }
 
-/// One host to log in to: its address, credentials and host-key rule.
+/// One host to log in to: its address, credentials and host-key rule, with the flags applied.
 #[derive(Debug, Clone)]
-struct Endpoint {
-    check: HostKeyCheck,
+pub(super) struct Endpoint {
+    pub(super) check: HostKeyCheck,
     user: String,
     private_key: Option<PathBuf>,
+}
+
+/// Which end of a tunnel a hop is: the flags that name a user apply to targets first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Target,
+    Bastion,
 }
 
 impl Endpoint {
@@ -53,30 +60,26 @@ impl Connector {
     pub fn new(options: ConnectOptions) -> Self {
         Connector {
             inner: Arc::new(Inner {
+                keys: KeyStore::new(options.key_passphrase.clone()),
                 options,
-                keys: KeyStore::default(),
                 bastions: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    pub fn options(&self) -> &ConnectOptions {
-        &self.inner.options
-    }
-
     /// The jump host `host` goes through: `--bastion`, else the inventory's, else none.
     /// A `--bastion` names no key or known_hosts file, so it uses the target's.
-    pub fn jump_for(&self, host: &HostConnection) -> Option<JumpHost> {
+    pub fn jump_for(&self, host: &Host) -> Option<Hop> {
         match &self.inner.options.bastion {
-            Some(bastion) => Some(JumpHost {
+            Some(bastion) => Some(Hop {
                 private_key: bastion
                     .private_key
                     .clone()
-                    .or_else(|| host.private_key.clone()),
+                    .or_else(|| host.hop.private_key.clone()),
                 known_hosts: bastion
                     .known_hosts
                     .clone()
-                    .or_else(|| host.known_hosts.clone()),
+                    .or_else(|| host.hop.known_hosts.clone()),
                 ..bastion.clone()
             }),
             None => host.jump.clone(),
@@ -84,18 +87,19 @@ impl Connector {
     }
 
     /// The user `connect` logs in to `host` as: `--user`, else ansible_user, else the local user.
-    pub fn login_user(&self, host: &HostConnection) -> String {
-        self.target_endpoint(host).user
+    pub fn login_user(&self, host: &Host) -> String {
+        self.endpoint(&host.hop, Role::Target).user
     }
 
     /// An authenticated session to `host`, through its bastion when it has one.
-    pub async fn connect(&self, host: &HostConnection) -> Result<Session, SshError> {
-        let endpoint = self.target_endpoint(host);
+    pub async fn connect(&self, host: &Host) -> Result<Session, SshError> {
+        let name = host.name();
+        let endpoint = self.endpoint(&host.hop, Role::Target);
         match self.jump_for(host) {
             None => {
-                let handle = self.connect_direct(&host.name, &endpoint).await?;
+                let handle = self.connect_direct(name, &endpoint).await?;
                 Ok(Session::new(
-                    host.name.clone(),
+                    name.to_string(),
                     handle,
                     None,
                     self.inner.options.connect_timeout,
@@ -104,16 +108,16 @@ impl Connector {
             Some(jump) => {
                 let pool = self.bastion_pool(&jump);
                 let through_bastion = |source| SshError::Bastion {
-                    host: host.name.clone(),
+                    host: name.to_string(),
                     bastion: jump.name.clone(),
                     source: Box::new(source),
                 };
                 let lease = pool.lease(self).await.map_err(through_bastion)?;
                 let handle = self
-                    .connect_tunnelled(&host.name, &endpoint, &lease, &pool.handshakes)
+                    .connect_tunnelled(name, &endpoint, &lease, &pool.handshakes)
                     .await?;
                 Ok(Session::new(
-                    host.name.clone(),
+                    name.to_string(),
                     handle,
                     Some(lease),
                     self.inner.options.connect_timeout,
@@ -123,73 +127,41 @@ impl Connector {
     }
 
     /// Connect (or reuse the connection) to the bastion of `host`, to report its reachability.
-    pub async fn check_bastion(&self, jump: &JumpHost) -> Result<(), SshError> {
+    pub async fn check_bastion(&self, jump: &Hop) -> Result<(), SshError> {
         self.bastion_pool(jump).lease(self).await.map(drop)
     }
 
-    fn target_endpoint(&self, host: &HostConnection) -> Endpoint {
+    /// A hop with the flags applied: `--private-key` and `--known-hosts` replace the
+    /// inventory's everywhere; `--user` replaces a target's user, and is a bastion's only when
+    /// the bastion names none.
+    fn endpoint(&self, hop: &Hop, role: Role) -> Endpoint {
         let options = &self.inner.options;
-        self.endpoint(
-            &host.name,
-            &host.address,
-            host.port,
-            options.user.clone().or_else(|| host.user.clone()),
-            options
-                .private_key
-                .clone()
-                .or_else(|| host.private_key.clone()),
-            host.known_hosts.clone(),
-            host.strict_host_key_checking,
-        )
-    }
-
-    fn bastion_endpoint(&self, jump: &JumpHost) -> Endpoint {
-        let options = &self.inner.options;
-        self.endpoint(
-            &jump.name,
-            &jump.address,
-            jump.port,
-            jump.user.clone().or_else(|| options.user.clone()),
-            options
-                .private_key
-                .clone()
-                .or_else(|| jump.private_key.clone()),
-            jump.known_hosts.clone(),
-            jump.strict_host_key_checking,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn endpoint(
-        &self,
-        name: &str,
-        address: &str,
-        port: u16,
-        user: Option<String>,
-        private_key: Option<PathBuf>,
-        known_hosts: Option<PathBuf>,
-        strict: Option<StrictHostKeyChecking>,
-    ) -> Endpoint {
-        let options = &self.inner.options;
+        let user = match role {
+            Role::Target => options.user.clone().or_else(|| hop.user.clone()),
+            Role::Bastion => hop.user.clone().or_else(|| options.user.clone()),
+        };
         Endpoint {
             check: HostKeyCheck {
-                host: name.to_string(),
-                address: address.to_string(),
-                port,
+                host: hop.name.clone(),
+                address: hop.address.clone(),
+                port: hop.port,
                 known_hosts: options
                     .known_hosts
                     .clone()
-                    .or(known_hosts)
+                    .or_else(|| hop.known_hosts.clone())
                     .unwrap_or_else(super::known_hosts::default_path),
-                unknown: options.unknown_host_policy(name, strict),
+                unknown: options.unknown_host_policy(&hop.name, hop.strict_host_key_checking),
             },
             user: user.unwrap_or_else(current_user),
-            private_key,
+            private_key: options
+                .private_key
+                .clone()
+                .or_else(|| hop.private_key.clone()),
         }
     }
 
-    fn bastion_pool(&self, jump: &JumpHost) -> Arc<BastionPool> {
-        let endpoint = self.bastion_endpoint(jump);
+    fn bastion_pool(&self, jump: &Hop) -> Arc<BastionPool> {
+        let endpoint = self.endpoint(jump, Role::Bastion);
         let key = (
             endpoint.check.address.clone(),
             endpoint.check.port,
@@ -206,7 +178,7 @@ impl Connector {
             .clone()
     }
 
-    async fn connect_direct(
+    pub(super) async fn connect_direct(
         &self,
         host: &str,
         endpoint: &Endpoint,
@@ -372,93 +344,6 @@ impl Connector {
                 step,
                 after,
             })
-    }
-}
-
-/// A few SSH connections to one bastion, each carrying many tunnels.
-struct BastionPool {
-    endpoint: Endpoint,
-    slots: Vec<tokio::sync::Mutex<Option<Arc<Handle<Client>>>>>,
-    /// Sessions currently using each slot.
-    loads: Arc<Mutex<Vec<usize>>>,
-    handshakes: Semaphore,
-}
-
-/// A session's claim on one bastion connection: keeps it open, counts towards its load.
-pub(crate) struct BastionLease {
-    handle: Arc<Handle<Client>>,
-    _claim: LoadClaim,
-}
-
-/// One unit of load on a pool slot, released on drop (also when connecting fails).
-struct LoadClaim {
-    loads: Arc<Mutex<Vec<usize>>>,
-    slot: usize,
-}
-
-impl LoadClaim {
-    /// Claim the least loaded slot.
-    fn least_loaded(loads: &Arc<Mutex<Vec<usize>>>) -> Self {
-        let mut counts = loads.lock().unwrap_or_else(|e| e.into_inner());
-        let (slot, _) = counts
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, load)| **load)
-            .expect("a pool has slots");
-        counts[slot] += 1;
-        LoadClaim {
-            loads: loads.clone(),
-            slot,
-        }
-    }
-}
-
-impl Drop for LoadClaim {
-    fn drop(&mut self) {
-        let mut counts = self.loads.lock().unwrap_or_else(|e| e.into_inner());
-        counts[self.slot] -= 1;
-    }
-}
-
-impl BastionPool {
-    fn new(endpoint: Endpoint, options: &ConnectOptions) -> Self {
-        let size = options.bastion_connections.max(1);
-        BastionPool {
-            endpoint,
-            slots: (0..size).map(|_| tokio::sync::Mutex::new(None)).collect(),
-            loads: Arc::new(Mutex::new(vec![0; size])),
-            handshakes: Semaphore::new(options.handshakes_per_bastion.max(1)),
-        }
-    }
-
-    /// The least loaded connection, opened (or reopened after a loss) on demand.
-    async fn lease(&self, connector: &Connector) -> Result<BastionLease, SshError> {
-        let claim = LoadClaim::least_loaded(&self.loads);
-        let mut connection = self.slots[claim.slot].lock().await;
-        let reusable = connection.as_ref().filter(|h| !h.is_closed()).cloned();
-        let handle = match reusable {
-            Some(handle) => handle,
-            None => {
-                let handle = Arc::new(self.connect(connector).await?);
-                *connection = Some(handle.clone());
-                handle
-            }
-        };
-        Ok(BastionLease {
-            handle,
-            _claim: claim,
-        })
-    }
-
-    async fn connect(&self, connector: &Connector) -> Result<Handle<Client>, SshError> {
-        let _permit = self
-            .handshakes
-            .acquire()
-            .await
-            .expect("the handshake semaphore is never closed");
-        connector
-            .connect_direct(&self.endpoint.check.host, &self.endpoint)
-            .await
     }
 }
 

@@ -1,11 +1,11 @@
 //! The SSH transport: sessions to hosts, directly or through a bastion, with verified host
 //! keys and real authentication, and remote commands with streamed stdin/stdout.
 //!
-//! It knows hosts only as [`HostConnection`](crate::inventory::connection::HostConnection)
-//! values and nothing of what the commands do.
+//! It knows hosts only as [`Host`] values (built by the inventory or from flags) and nothing of
+//! what the commands do.
 //!
 //! ```no_run
-//! # async fn demo(host: dropship::inventory::connection::HostConnection) -> Result<(), dropship::ssh::SshError> {
+//! # async fn demo(host: dropship::ssh::Host) -> Result<(), dropship::ssh::SshError> {
 //! use dropship::ssh::{ConnectOptions, Connector, RemoteCommand};
 //! let connector = Connector::new(ConnectOptions::default());
 //! let session = connector.connect(&host).await?;
@@ -16,19 +16,22 @@
 //! ```
 
 mod auth;
+mod bastion;
 mod command;
 mod connector;
 mod error;
+mod host;
 mod host_keys;
 pub mod known_hosts;
 mod options;
 mod session;
 mod tty;
 
-pub use auth::PASSPHRASE_ENV;
+pub use auth::{PASSPHRASE_ENV, Passphrase};
 pub use command::{RemoteCommand, quote, quote_words};
 pub use connector::Connector;
 pub use error::{SshError, Step};
+pub use host::{Become, Destination, Hop, Host, StrictHostKeyChecking, parse_port};
 pub use host_keys::UnknownHostPolicy;
-pub use options::{ConnectOptions, DEFAULT_BASTION_CONNECTIONS, parse_jump};
+pub use options::{ConnectOptions, DEFAULT_BASTION_CONNECTIONS};
 pub use session::{DEFAULT_CAPTURE_LIMIT, Exec, ExecOutput, ExitStatus, STDERR_TAIL, Session};

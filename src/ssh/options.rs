@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::inventory::connection::{JumpHost, StrictHostKeyChecking};
-
+use super::auth::{PASSPHRASE_ENV, Passphrase};
+use super::host::{Hop, StrictHostKeyChecking};
 use super::host_keys::UnknownHostPolicy;
 
 /// How the [`Connector`](super::Connector) connects. CLI flags override inventory values.
@@ -17,7 +17,7 @@ pub struct ConnectOptions {
     /// `--known-hosts`: overrides UserKnownHostsFile.
     pub known_hosts: Option<PathBuf>,
     /// `--bastion`: replaces the inventory's jump host for every target.
-    pub bastion: Option<JumpHost>,
+    pub bastion: Option<Hop>,
     /// `--accept-new`: learn unknown host keys.
     pub accept_new: bool,
     /// `--insecure-ignore-host-keys`: honour StrictHostKeyChecking=no from the inventory.
@@ -34,12 +34,14 @@ pub struct ConnectOptions {
     pub agent_socket: Option<PathBuf>,
     /// Where the default keys id_ed25519, id_ecdsa, id_rsa are looked for (default: ~/.ssh).
     pub default_key_dir: Option<PathBuf>,
+    /// For encrypted keys (default: `DROPSHIP_SSH_PASSPHRASE`); `None`: asked on the terminal.
+    pub key_passphrase: Option<Passphrase>,
     /// Ciphers to offer, most preferred first, by SSH name (e.g. `aes256-gcm@openssh.com`).
     pub ciphers: Vec<String>,
 }
 
 /// Cipher preference. AES-GCM first: with AES instructions (x86-64 AES-NI, ARMv8 crypto) it
-/// ran 1.1–1.8× faster than chacha20-poly1305 here (README "SSH transport"); OpenSSH servers
+/// ran 1.1–1.8× faster than chacha20-poly1305 here (docs/ssh.md); OpenSSH servers
 /// accept all of these by default.
 pub const DEFAULT_CIPHERS: [&str; 6] = [
     "aes256-gcm@openssh.com",
@@ -50,7 +52,7 @@ pub const DEFAULT_CIPHERS: [&str; 6] = [
     "aes128-ctr",
 ];
 
-/// Connections per bastion by default: see README "SSH transport" for the measurement.
+/// Connections per bastion by default: see docs/ssh.md for the measurement.
 pub const DEFAULT_BASTION_CONNECTIONS: usize = 2;
 
 impl Default for ConnectOptions {
@@ -70,27 +72,13 @@ impl Default for ConnectOptions {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
             default_key_dir: dirs::home_dir().map(|home| home.join(".ssh")),
+            key_passphrase: std::env::var(PASSPHRASE_ENV).ok().map(Passphrase),
             ciphers: DEFAULT_CIPHERS.iter().map(|c| c.to_string()).collect(),
         }
     }
 }
 
 impl ConnectOptions {
-    /// From the shared CLI flags. `--bastion` must parse as `[user@]host[:port]`.
-    pub fn from_args(args: &crate::cli::ConnectArgs) -> Result<Self, String> {
-        let bastion = args.bastion.as_deref().map(parse_jump).transpose()?;
-        Ok(ConnectOptions {
-            user: args.user.clone(),
-            private_key: args.private_key.clone(),
-            known_hosts: args.known_hosts.clone(),
-            bastion,
-            accept_new: args.accept_new,
-            insecure_ignore_host_keys: args.insecure_ignore_host_keys,
-            connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
-            ..ConnectOptions::default()
-        })
-    }
-
     /// The unknown-host policy for a host whose inventory says `strict`.
     pub(crate) fn unknown_host_policy(
         &self,
@@ -115,42 +103,6 @@ impl ConnectOptions {
     }
 }
 
-/// `[user@]host[:port]` (IPv6 as `[addr]:port`), as `--bastion` and `ssh -J` take it.
-pub fn parse_jump(spec: &str) -> Result<JumpHost, String> {
-    let bad = || format!("--bastion {spec:?}: expected [USER@]HOST[:PORT]");
-    let (user, rest) = match spec.rsplit_once('@') {
-        Some((user, rest)) if !user.is_empty() => (Some(user.to_string()), rest),
-        Some(_) => return Err(bad()),
-        None => (None, spec),
-    };
-    let (address, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-        let (address, after) = bracketed.split_once(']').ok_or_else(bad)?;
-        let port = match after.strip_prefix(':') {
-            Some(port) => port.parse().map_err(|_| bad())?,
-            None if after.is_empty() => 22,
-            None => return Err(bad()),
-        };
-        (address.to_string(), port)
-    } else {
-        match rest.split_once(':') {
-            Some((address, port)) => (address.to_string(), port.parse().map_err(|_| bad())?),
-            None => (rest.to_string(), 22),
-        }
-    };
-    if address.is_empty() {
-        return Err(bad());
-    }
-    Ok(JumpHost {
-        name: address.clone(),
-        address,
-        port,
-        user,
-        private_key: None,
-        known_hosts: None,
-        strict_host_key_checking: None,
-    })
-}
-
 /// The user to log in as when nothing names one: the local user, like OpenSSH.
 pub(crate) fn current_user() -> String {
     ["USER", "LOGNAME"]
@@ -162,21 +114,6 @@ pub(crate) fn current_user() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jump_specs() {
-        let j = parse_jump("ops@bastion.example:2200").unwrap();
-        assert_eq!(
-            (j.user.as_deref(), j.address.as_str(), j.port),
-            (Some("ops"), "bastion.example", 2200)
-        );
-        let j = parse_jump("198.18.0.2").unwrap();
-        assert_eq!((j.user, j.port), (None, 22));
-        let j = parse_jump("root@[::1]:2222").unwrap();
-        assert_eq!((j.address.as_str(), j.port), ("::1", 2222));
-        assert!(parse_jump("@host").is_err());
-        assert!(parse_jump("host:notaport").is_err());
-    }
 
     #[test]
     fn accept_new_and_insecure_are_explicit_choices() {

@@ -9,8 +9,8 @@ use russh::client::{Handle, Msg};
 use russh::{ChannelMsg, ChannelWriteHalf};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::bastion::BastionLease;
 use super::command::RemoteCommand;
-use super::connector::BastionLease;
 use super::host_keys::Client;
 use super::{SshError, Step};
 

@@ -1,11 +1,9 @@
 //! `dropship ping` against the test bed: its output, JSON and exit code.
 
-mod common;
-
-use common::Testbed;
+use crate::support::Testbed;
 
 fn ping(tb: &Testbed, extra: &[&str]) -> (i32, String, String) {
-    let output = common::dropship()
+    let output = crate::support::dropship()
         .args([
             "ping",
             "-i",
@@ -27,9 +25,7 @@ fn ping(tb: &Testbed, extra: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn every_node_answers_with_its_facts() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("ping.json");
     let (code, stdout, stderr) = ping(&tb, &["--json", json.to_str().unwrap()]);
@@ -62,12 +58,10 @@ fn every_node_answers_with_its_facts() {
 
 #[test]
 fn a_node_with_sshd_stopped_fails_the_run_and_is_named() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let node1 = tb.node("node1");
     tb.stop_sshd(node1);
-    let _restart = common::defer(|| tb.start_sshd(node1));
+    let _restart = crate::support::defer(|| tb.start_sshd(node1));
     let (code, stdout, stderr) = ping(&tb, &[]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(
@@ -83,11 +77,9 @@ fn a_node_with_sshd_stopped_fails_the_run_and_is_named() {
 
 #[test]
 fn a_dead_bastion_fails_every_host_at_once_naming_it() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     tb.stop_bastion_sshd();
-    let _restart = common::defer(|| tb.start_bastion_sshd());
+    let _restart = crate::support::defer(|| tb.start_bastion_sshd());
     std::thread::sleep(std::time::Duration::from_millis(300));
     let started = std::time::Instant::now();
     let (code, stdout, stderr) = ping(&tb, &[]);
@@ -116,9 +108,7 @@ fn a_dead_bastion_fails_every_host_at_once_naming_it() {
 
 #[test]
 fn the_limit_selects_hosts() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let (code, stdout, stderr) = ping(&tb, &["-l", "node2", "--json", "-"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("1 host(s): 1 reachable"), "{stdout}");
@@ -127,9 +117,7 @@ fn the_limit_selects_hosts() {
 
 #[test]
 fn accept_new_learns_an_unknown_node_once() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let dir = tempfile::tempdir().unwrap();
     let known_hosts = dir.path().join("known_hosts");
     let bastion = &tb.bastion;

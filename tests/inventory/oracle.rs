@@ -1,13 +1,10 @@
 //! `dropship inventory` against the real `ansible-inventory` / `ansible --list-hosts` on every
 //! inventory of the corpus (tests/inventories/ and inventory/): no hand-written expectations.
 
-mod common;
-mod inventory_support;
-
 use std::time::Instant;
 
+use crate::support::ansible::{Ansible, Case, args, corpus, dropship, parallel_map};
 use dropship::inventory::Inventory;
-use inventory_support::{Ansible, Case, args, corpus, dropship, parallel_map};
 use serde_json::Value;
 
 fn json(bytes: &[u8], what: &str) -> Result<Value, String> {

@@ -1,37 +1,24 @@
 //! The SSH transport against the test bed's real sshd servers (bastion + nodes).
-//! Run with a test bed up: `TESTBED_ID=<n> scripts/testbed.sh up`, then `TESTBED_ID=<n> cargo test --test ssh_testbed`.
-
-mod common;
+//! Run with a test bed up: `TESTBED_ID=<n> scripts/testbed.sh up`, then `TESTBED_ID=<n> cargo test --test tests ssh::`.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Testbed;
+use crate::support::{Testbed, on_testbed, runtime};
 use dropship::facts;
 use dropship::ssh::{ConnectOptions, Connector, ExitStatus, RemoteCommand, Session, SshError};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn every_node_through_one_bastion_connection() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
-    runtime().block_on(async {
+    on_testbed(async |tb| {
         let connector = Connector::new(ConnectOptions {
             bastion_connections: 1,
             ..tb.connect_options()
         });
         let tasks = tb.nodes.iter().map(|node| {
-            let (connector, host) = (connector.clone(), tb.host_connection(node));
+            let (connector, host) = (connector.clone(), tb.host(node));
             let node = node.name.clone();
             tokio::spawn(async move {
                 let session = connector.connect(&host).await?;
@@ -85,17 +72,14 @@ fn every_node_through_one_bastion_connection() {
 /// connection: direct-tcpip channels are not sessions, and handshakes are rate-limited.
 #[test]
 fn thirty_sessions_at_once_over_one_bastion_connection() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
-    runtime().block_on(async {
+    on_testbed(async |tb| {
         let connector = Connector::new(ConnectOptions {
             bastion_connections: 1,
             ..tb.connect_options()
         });
         let nodes = &tb.nodes;
         let sessions = (0..30).map(|i| {
-            let host = tb.host_connection(&nodes[i % nodes.len()]);
+            let host = tb.host(&nodes[i % nodes.len()]);
             let connector = connector.clone();
             async move {
                 let session = connector.connect(&host).await?;
@@ -115,11 +99,8 @@ fn thirty_sessions_at_once_over_one_bastion_connection() {
 
 #[test]
 fn exit_codes_signals_and_stderr_come_back() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
-    runtime().block_on(async {
-        let session = node1_session(&tb).await;
+    on_testbed(async |tb| {
+        let session = node1_session(tb).await;
         let failing = RemoteCommand::shell("echo out; echo 'it broke' >&2; exit 3");
         let output = session.exec(&failing).run().await.unwrap();
         assert_eq!(output.status, ExitStatus::Code(3));
@@ -163,11 +144,8 @@ fn exit_codes_signals_and_stderr_come_back() {
 
 #[test]
 fn dropping_a_running_command_closes_its_channel() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
-    runtime().block_on(async {
-        let session = node1_session(&tb).await;
+    on_testbed(async |tb| {
+        let session = node1_session(tb).await;
         let marker = format!("dropship-cancel-{}", std::process::id());
         let endless = RemoteCommand::shell(format!("cat >/dev/null; : {marker}"));
         let running = session.exec(&endless).stdin(tokio::io::repeat(b'x')).run();
@@ -182,11 +160,8 @@ fn dropping_a_running_command_closes_its_channel() {
 
 #[test]
 fn stdout_streams_into_a_writer_and_capture_is_bounded() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
-    runtime().block_on(async {
-        let session = node1_session(&tb).await;
+    on_testbed(async |tb| {
+        let session = node1_session(tb).await;
         let big = RemoteCommand::shell("head -c 20000000 /dev/zero");
         let mut sink = std::io::Cursor::new(Vec::new());
         let streamed = session.exec(&big).stdout_to(&mut sink).run().await.unwrap();
@@ -216,11 +191,8 @@ fn stdout_streams_into_a_writer_and_capture_is_bounded() {
 
 #[test]
 fn a_failing_stdin_source_ends_the_command_with_an_error() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
-    runtime().block_on(async {
-        let session = node1_session(&tb).await;
+    on_testbed(async |tb| {
+        let session = node1_session(tb).await;
         let marker = format!("dropship-stdin-error-{}", std::process::id());
         let waiting = RemoteCommand::shell(format!("cat >/dev/null; : {marker}"));
         let chunks: Vec<std::io::Result<bytes::Bytes>> = vec![
@@ -245,9 +217,7 @@ fn a_failing_stdin_source_ends_the_command_with_an_error() {
 
 #[test]
 fn a_wrong_key_fails_naming_host_user_and_methods() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong_ed25519");
     keygen(&wrong, "");
@@ -257,7 +227,7 @@ fn a_wrong_key_fails_naming_host_user_and_methods() {
             ..tb.connect_options()
         });
         let error = connector
-            .connect(&tb.host_connection(tb.node("node1")))
+            .connect(&tb.host(tb.node("node1")))
             .await
             .err()
             .expect("a wrong key is refused");
@@ -278,9 +248,7 @@ fn a_wrong_key_fails_naming_host_user_and_methods() {
 
 #[test]
 fn an_agent_holding_the_key_is_enough() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     let mut agent = std::process::Command::new("ssh-agent")
@@ -294,7 +262,7 @@ fn an_agent_holding_the_key_is_enough() {
     while !socket.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    common::succeed(
+    crate::support::succeed(
         std::process::Command::new("ssh-add")
             .arg(&tb.key)
             .env("SSH_AUTH_SOCK", &socket)
@@ -306,8 +274,8 @@ fn an_agent_holding_the_key_is_enough() {
             agent_socket: Some(socket.clone()),
             ..tb.connect_options()
         });
-        let mut host = tb.host_connection(tb.node("node2"));
-        host.private_key = None;
+        let mut host = tb.host(tb.node("node2"));
+        host.hop.private_key = None;
         host.jump.as_mut().unwrap().private_key = None;
         let session = connector.connect(&host).await?;
         session.exec(&RemoteCommand::new(["true"])).run().await
@@ -320,9 +288,7 @@ fn an_agent_holding_the_key_is_enough() {
 /// RSA user keys must sign with rsa-sha2 (OpenSSH refuses ssh-rsa/SHA-1 by default).
 #[test]
 fn an_rsa_key_signs_with_sha2() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_rsa");
     let status = std::process::Command::new("ssh-keygen")
@@ -352,7 +318,7 @@ fn an_rsa_key_signs_with_sha2() {
             ..tb.connect_options()
         };
         let session = Connector::new(options)
-            .connect(&tb.host_connection(tb.node("node1")))
+            .connect(&tb.host(tb.node("node1")))
             .await?;
         session.exec(&RemoteCommand::new(["true"])).run().await
     });
@@ -362,9 +328,7 @@ fn an_rsa_key_signs_with_sha2() {
 
 #[test]
 fn unknown_host_refused_then_learned_with_accept_new() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let dir = tempfile::tempdir().unwrap();
     let known_hosts = dir.path().join("known_hosts");
     std::fs::write(&known_hosts, bastion_line(&tb)).unwrap();
@@ -374,7 +338,7 @@ fn unknown_host_refused_then_learned_with_accept_new() {
             ..tb.connect_options()
         });
         let error = strict
-            .connect(&tb.host_connection(tb.node("node1")))
+            .connect(&tb.host(tb.node("node1")))
             .await
             .err()
             .expect("unknown host refused");
@@ -395,26 +359,18 @@ fn unknown_host_refused_then_learned_with_accept_new() {
             accept_new: true,
             ..tb.connect_options()
         });
-        learning
-            .connect(&tb.host_connection(tb.node("node1")))
-            .await
-            .unwrap();
+        learning.connect(&tb.host(tb.node("node1"))).await.unwrap();
         let text = std::fs::read_to_string(&known_hosts).unwrap();
         assert!(text.lines().any(|l| l == line), "learned: {text}");
 
         // Learned once: a strict run now trusts it.
-        strict
-            .connect(&tb.host_connection(tb.node("node1")))
-            .await
-            .unwrap();
+        strict.connect(&tb.host(tb.node("node1"))).await.unwrap();
     });
 }
 
 #[test]
 fn changed_host_key_refused_even_with_accept_new() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let dir = tempfile::tempdir().unwrap();
     let known_hosts = dir.path().join("known_hosts");
     // node1's address recorded with node3's key: what a man in the middle would look like.
@@ -440,7 +396,7 @@ fn changed_host_key_refused_even_with_accept_new() {
             ..tb.connect_options()
         };
         let error = Connector::new(options)
-            .connect(&tb.host_connection(tb.node("node1")))
+            .connect(&tb.host(tb.node("node1")))
             .await
             .err()
             .expect("changed key refused");
@@ -455,10 +411,12 @@ fn changed_host_key_refused_even_with_accept_new() {
 
 #[test]
 fn a_dead_bastion_fails_within_the_timeout() {
-    let Some(tb) = common::testbed() else { return };
+    let Some(tb) = crate::support::testbed() else {
+        return;
+    };
     runtime().block_on(async {
         // sshd not listening: refused at once.
-        let mut host = tb.host_connection(tb.node("node1"));
+        let mut host = tb.host(tb.node("node1"));
         host.jump.as_mut().unwrap().port = 2;
         let started = Instant::now();
         let error = Connector::new(tb.connect_options()).connect(&host).await.err().unwrap();
@@ -466,7 +424,7 @@ fn a_dead_bastion_fails_within_the_timeout() {
         assert!(error.is_transient() && started.elapsed() < Duration::from_secs(2), "{error}");
 
         // A host that never answers (no such machine on the bastion's network): the timeout.
-        let mut host = tb.host_connection(tb.node("node1"));
+        let mut host = tb.host(tb.node("node1"));
         host.jump.as_mut().unwrap().address = tb.bastion.rsplit_once('.').unwrap().0.to_string() + ".99";
         let options = ConnectOptions { connect_timeout: Duration::from_secs(2), ..tb.connect_options() };
         let started = Instant::now();
@@ -479,16 +437,14 @@ fn a_dead_bastion_fails_within_the_timeout() {
 
 #[test]
 fn a_node_with_sshd_stopped_fails_and_the_others_pass() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let node2 = tb.node("node2");
     tb.stop_sshd(node2);
-    let _restart = common::defer(|| tb.start_sshd(node2));
+    let _restart = crate::support::defer(|| tb.start_sshd(node2));
     runtime().block_on(async {
         let connector = Connector::new(tb.connect_options());
         for node in &tb.nodes {
-            let result = connector.connect(&tb.host_connection(node)).await;
+            let result = connector.connect(&tb.host(node)).await;
             match (node.name.as_str(), result) {
                 ("node2", Err(error)) => {
                     assert!(matches!(error, SshError::Tunnel { .. }), "{error}");
@@ -507,7 +463,7 @@ fn a_node_with_sshd_stopped_fails_and_the_others_pass() {
 /// A session to node1 with the tests' options.
 async fn node1_session(tb: &Testbed) -> Session {
     Connector::new(tb.connect_options())
-        .connect(&tb.host_connection(tb.node("node1")))
+        .connect(&tb.host(tb.node("node1")))
         .await
         .unwrap()
 }

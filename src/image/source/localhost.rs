@@ -11,10 +11,9 @@ use bollard::query_parameters::CreateImageOptions;
 use futures::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::credentials;
-use super::digest::Digest;
-use super::reference::ImageRef;
-use super::source::{Daemon, Inspected, SourceError, classify_pull_message};
+use super::{Daemon, Inspected, SourceError, classify_pull_message};
+use crate::image::credentials;
+use crate::image::{Digest, ImageRef};
 const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 /// One progress message of a pull, as the daemon reports it.

@@ -1,7 +1,4 @@
 //! Shared by the inventory tests: the corpus, the real ansible oracle, and a small thread pool.
-//! A test crate that uses it also declares `mod common;` (the repository, the binary).
-
-#![allow(dead_code)] // each test file uses a different part
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -11,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Deserialize;
 
-use crate::common::repo;
+use crate::support::repo;
 
 /// One corpus inventory: its `-i` sources and the host patterns to compare.
 pub struct Case {
@@ -170,7 +167,7 @@ impl Ansible {
             python.env("PYTHONHASHSEED", seed.to_string());
         }
         let mut child = python
-            .arg(repo().join("tests/inventory_support/oracle_server.py"))
+            .arg(repo().join("tests/support/oracle_server.py"))
             .current_dir(self.scratch.path())
             .env("HOME", self.scratch.path())
             .env("ANSIBLE_NOCOLOR", "1")
@@ -213,7 +210,7 @@ fn ask(server: &mut Server, program: &str, args: &[String]) -> CliOutput {
 }
 
 pub fn dropship(args: &[String]) -> Output {
-    crate::common::dropship()
+    crate::support::dropship()
         .args(args)
         .output()
         .expect("running dropship")

@@ -4,11 +4,9 @@
 
 use tokio::io::AsyncWrite;
 
-use super::digest::Digest;
-use super::reference::ImageRef;
-use super::source::{Daemon, Inspected, SourceError, classify_pull_message};
-use crate::inventory::connection::Become;
-use crate::ssh::{RemoteCommand, Session};
+use super::{Daemon, Inspected, SourceError, classify_pull_message};
+use crate::image::{Digest, ImageRef};
+use crate::ssh::{Become, RemoteCommand, Session};
 
 pub struct RemoteDaemon<'a> {
     session: &'a Session,

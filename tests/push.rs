@@ -1,21 +1,12 @@
 //! `dropship push` end to end on the test bed: real bastion, sshd, dockerd and registry.
 //! Skipped with a loud message when the test bed is not up (a failure in CI).
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{Node, Testbed, TestbedLock};
+use crate::support::{Node, Testbed};
 use serde_json::Value;
-
-/// The test bed, locked for this test, with every node's daemon emptied.
-fn clean_testbed() -> Option<(Testbed, TestbedLock)> {
-    let (tb, lock) = common::locked_testbed()?;
-    tb.reset_nodes();
-    Some((tb, lock))
-}
 
 struct Run {
     output: Output,
@@ -84,14 +75,13 @@ fn regular_nodes(tb: &Testbed) -> impl Iterator<Item = &Node> {
 }
 
 fn files_under_releases(tb: &Testbed, node: &Node) -> String {
-    common::stdout(&tb.run_in(node, "find /tmp/releases -type f 2>/dev/null"))
+    crate::support::stdout(&tb.run_in(node, "find /tmp/releases -type f 2>/dev/null"))
 }
 
 #[test]
 fn every_node_but_flatcar_gets_every_image_and_a_rerun_sends_nothing() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
     let cache = tempfile::tempdir().unwrap();
     let first = push(&tb, &cache.path().join("c"), &[]);
     assert_eq!(
@@ -159,9 +149,8 @@ fn every_node_but_flatcar_gets_every_image_and_a_rerun_sends_nothing() {
 
 #[test]
 fn check_reports_what_would_be_sent_and_changes_nothing() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
     let cache = tempfile::tempdir().unwrap();
     let run = push(
         &tb,
@@ -184,9 +173,8 @@ fn check_reports_what_would_be_sent_and_changes_nothing() {
 
 #[test]
 fn a_kept_archive_lands_in_local_release_dir_and_nothing_else_is_left() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
     let cache = tempfile::tempdir().unwrap();
     let run = push(
         &tb,
@@ -218,9 +206,8 @@ fn a_kept_archive_lands_in_local_release_dir_and_nothing_else_is_left() {
 
 #[test]
 fn a_node_cut_off_mid_transfer_succeeds_on_a_later_attempt() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
     let node = tb.node("node2");
     // Slow node2's link so its transfer is surely under way when its sshd dies.
     tb.shape(node, Some("2mbit"));
@@ -251,9 +238,8 @@ fn a_node_cut_off_mid_transfer_succeeds_on_a_later_attempt() {
 
 #[test]
 fn a_node_down_for_the_whole_run_fails_alone_and_is_named() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
     let down = tb.node("node3");
     tb.stop_sshd(down);
     let cache = tempfile::tempdir().unwrap();
@@ -282,9 +268,8 @@ fn a_node_down_for_the_whole_run_fails_alone_and_is_named() {
 
 #[test]
 fn a_stopped_docker_daemon_fails_that_node_with_the_daemons_words() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
     let node = tb.node("node2");
     tb.stop_dockerd(node);
     let cache = tempfile::tempdir().unwrap();
@@ -311,9 +296,8 @@ fn a_stopped_docker_daemon_fails_that_node_with_the_daemons_words() {
 
 #[test]
 fn bad_input_is_refused_before_anything_is_sent() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
     let cache = tempfile::tempdir().unwrap();
     let dropship = |args: &[&str]| {
         tb.dropship()
@@ -367,7 +351,7 @@ fn bad_input_is_refused_before_anything_is_sent() {
 
 /// One image of `dropship cache list --json`.
 fn cached_image(cache: &Path, tag: &str) -> Value {
-    let output = common::dropship()
+    let output = crate::support::dropship()
         .args(["cache", "list", "--json", "--cache-dir"])
         .arg(cache)
         .output()
@@ -384,26 +368,25 @@ fn cached_image(cache: &Path, tag: &str) -> Value {
 
 #[test]
 fn a_version_bump_sends_each_node_only_the_changed_layer() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("c");
     let first = push(&tb, &cache_dir, &["--delegate", "localhost"]);
     assert_eq!(first.code(), Some(0), "{}", first.stderr());
-    let bump = Command::new(common::repo().join("scripts/testbed-images.sh"))
+    let bump = Command::new(crate::support::repo().join("scripts/testbed-images.sh"))
         .arg("bump")
         .env("TESTBED_ID", tb.id.to_string())
         .output()
         .unwrap();
-    let bumped = common::stdout(&bump)
+    let bumped = crate::support::stdout(&bump)
         .lines()
         .last()
         .unwrap_or_default()
         .trim()
         .to_string();
     assert!(bump.status.success() && bumped.ends_with(":v2"), "{bumped}");
-    let output = common::succeed(
+    let output = crate::support::succeed(
         tb.dropship()
             .args(["push", "-i"])
             .arg(&tb.inventory_ini)
@@ -453,9 +436,8 @@ fn a_version_bump_sends_each_node_only_the_changed_layer() {
 
 #[test]
 fn a_node_holding_the_shared_base_gets_everything_but_the_base_and_no_delta_sends_it_all() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("c");
     // node2 and node3 get the first image only: they now hold the set's shared base.
@@ -502,9 +484,8 @@ fn a_node_holding_the_shared_base_gets_everything_but_the_base_and_no_delta_send
 
 #[test]
 fn ctrl_c_stops_the_transfers_reports_and_leaves_no_partial_file() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
     let node = tb.node("node2");
     tb.shape(node, Some("1mbit"));
     let cache = tempfile::tempdir().unwrap();
@@ -530,7 +511,7 @@ fn ctrl_c_stops_the_transfers_reports_and_leaves_no_partial_file() {
         .spawn()
         .unwrap();
     // Wait until the partial archive shows on the node, then interrupt like a terminal would.
-    let partial = || common::stdout(&tb.run_in(node, "find /tmp/releases -name '*.part'"));
+    let partial = || crate::support::stdout(&tb.run_in(node, "find /tmp/releases -name '*.part'"));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while partial().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
@@ -543,7 +524,7 @@ fn ctrl_c_stops_the_transfers_reports_and_leaves_no_partial_file() {
     tb.shape(node, None);
     assert_eq!(output.status.code(), Some(130));
     let recap: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(recap["interrupted"], true);
+    assert_eq!(recap["interrupted"], "SIGINT");
     assert_eq!(recap["hosts"][0]["status"], "failed");
     // The node's side notices the closed channel and removes what it had received.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -574,9 +555,8 @@ fn loading_on(node: &Node) -> bool {
 
 #[test]
 fn a_delta_load_that_fails_is_resent_whole_in_the_same_attempt() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
     let node = tb.node("node2");
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("c");
@@ -596,7 +576,7 @@ fn a_delta_load_that_fails_is_resent_whole_in_the_same_attempt() {
     // The next push leaves out the base that node2 holds through the first image. Remove that
     // image while the archive is on its way: the load then lacks the base and fails.
     tb.shape(node, Some("2mbit"));
-    let _unshape = common::defer(|| tb.shape(node, None));
+    let _unshape = crate::support::defer(|| tb.shape(node, None));
     let rest: Vec<&str> = tb.images[1..]
         .iter()
         .flat_map(|i| ["--image", i.as_str()])
@@ -614,7 +594,10 @@ fn a_delta_load_that_fails_is_resent_whole_in_the_same_attempt() {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(loading_on(node), "the transfer never started");
-        common::succeed(common::docker(&node.docker_host, &["rmi", &tb.images[0]]));
+        crate::support::succeed(crate::support::docker(
+            &node.docker_host,
+            &["rmi", &tb.images[0]],
+        ));
         tb.shape(node, None);
         run.join().unwrap()
     });
@@ -639,16 +622,15 @@ fn a_delta_load_that_fails_is_resent_whole_in_the_same_attempt() {
 
 #[test]
 fn ctrl_c_during_the_download_stops_without_waiting_for_it() {
-    let Some((tb, _lock)) = clean_testbed() else {
-        return;
-    };
-    common::succeed(common::docker(
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
+    crate::support::succeed(crate::support::docker(
         &tb.control_docker_host,
         &["image", "prune", "--all", "--force"],
     ));
     // At 1 Mbit/s the pull of the test images takes most of a minute.
     tb.shape_pulls(Some("1mbit"));
-    let _unshape = common::defer(|| tb.shape_pulls(None));
+    let _unshape = crate::support::defer(|| tb.shape_pulls(None));
     let cache = tempfile::tempdir().unwrap();
     let child = tb
         .dropship()
@@ -669,8 +651,8 @@ fn ctrl_c_during_the_download_stops_without_waiting_for_it() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130));
     // Had it waited for the pull to finish, the images would now be in its cache.
-    let listing = common::succeed(
-        common::dropship()
+    let listing = crate::support::succeed(
+        crate::support::dropship()
             .args(["cache", "list", "--json", "--cache-dir"])
             .arg(cache.path())
             .output()
@@ -678,5 +660,5 @@ fn ctrl_c_during_the_download_stops_without_waiting_for_it() {
     );
     let listing: Value = serde_json::from_slice(&listing.stdout).unwrap();
     assert_eq!(listing["images"], serde_json::json!([]), "{listing}");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("interrupted (Ctrl-C)"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("interrupted (SIGINT)"));
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
+use crate::shutdown::Signal;
+
 /// How a host ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
@@ -18,6 +20,18 @@ pub enum HostStatus {
     SkippedCoreos { os: String },
     /// The last attempt failed; `reason` is what to look at.
     Failed { reason: String },
+}
+
+impl HostStatus {
+    /// The status as one word, as the JSON's `status` field spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HostStatus::Loaded => "loaded",
+            HostStatus::UpToDate => "up_to_date",
+            HostStatus::SkippedCoreos { .. } => "skipped_coreos",
+            HostStatus::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// What happened to one image on one host.
@@ -76,8 +90,11 @@ impl HostReport {
 pub struct RunReport {
     /// True for `--check`: nothing was sent, figures say what would have been.
     pub check: bool,
-    /// True when Ctrl-C stopped the run; unfinished hosts are reported as failed.
-    pub interrupted: bool,
+    /// The signal that stopped the run; unfinished hosts are reported as failed.
+    pub interrupted: Option<Signal>,
+    /// Why the images could not be had (the delegate's download failed): every host that
+    /// needed them failed for this reason.
+    pub download_error: Option<String>,
     pub hosts: Vec<HostReport>,
 }
 
@@ -189,7 +206,8 @@ mod tests {
         use ImageAction::*;
         RunReport {
             check: false,
-            interrupted: false,
+            interrupted: None,
+            download_error: None,
             hosts: vec![
                 host("node1", HostStatus::Loaded, &[Loaded, Present]),
                 host("node2", HostStatus::UpToDate, &[Present, Present]),
@@ -246,5 +264,8 @@ mod tests {
         assert_eq!(json["hosts"][2]["status"], "failed");
         assert_eq!(json["hosts"][2]["reason"], "connection refused");
         assert_eq!(json["hosts"][3]["os"], "flatcar");
+        for (i, host) in sample().hosts.iter().enumerate() {
+            assert_eq!(json["hosts"][i]["status"], host.status.name());
+        }
     }
 }

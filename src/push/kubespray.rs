@@ -1,10 +1,14 @@
 //! Kubespray's download variables, as our users already write them in their inventories.
+//!
+//! They are push configuration (where images come from, retries, what is kept on nodes), read
+//! from the inventory like everything a push decides before contacting anything.
 
 use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::{Inventory, InventoryError, connection, jinja};
+use crate::inventory::host_vars::HostVars;
+use crate::inventory::{Inventory, InventoryError, connection};
 
 /// The download role's settings with Kubespray's defaults; CLI flags override them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,10 +64,7 @@ impl DownloadSettings {
         let Some(host) = play_host(inventory)? else {
             return Ok(defaults);
         };
-        let vars = TypedVars {
-            inventory,
-            host: &host,
-        };
+        let vars = HostVars::new(inventory, &host);
         let localhost = vars
             .bool("download_localhost")?
             .unwrap_or(defaults.localhost);
@@ -83,19 +84,18 @@ impl DownloadSettings {
             always_pull: vars
                 .bool("download_always_pull")?
                 .unwrap_or(defaults.always_pull),
-            cache_dir: vars.string("download_cache_dir")?.map(PathBuf::from),
+            cache_dir: vars.path(&["download_cache_dir"])?,
             keep_remote_cache: vars
                 .bool("download_keep_remote_cache")?
                 .unwrap_or(defaults.keep_remote_cache),
-            compress: vars.int("download_compress")?.unwrap_or(defaults.compress),
-            retries: vars.int("download_retries")?.unwrap_or(defaults.retries),
+            compress: vars.uint("download_compress")?.unwrap_or(defaults.compress),
+            retries: vars.uint("download_retries")?.unwrap_or(defaults.retries),
             retry_stagger: vars
-                .int("retry_stagger")?
+                .uint("retry_stagger")?
                 .map(u64::from)
                 .unwrap_or(defaults.retry_stagger),
             local_release_dir: vars
-                .string("local_release_dir")?
-                .map(PathBuf::from)
+                .path(&["local_release_dir"])?
                 .unwrap_or(defaults.local_release_dir),
             delegate,
         })
@@ -107,18 +107,13 @@ pub fn images_from_inventory(inventory: &Inventory) -> Result<Vec<String>, Inven
     let Some(host) = play_host(inventory)? else {
         return Ok(Vec::new());
     };
-    let vars = TypedVars {
-        inventory,
-        host: &host,
-    };
-    match inventory.host_var(&host, "dropship_images") {
+    let vars = HostVars::new(inventory, &host);
+    match vars.get("dropship_images")? {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
-            .iter()
+            .into_iter()
             .map(|item| match item {
-                Value::String(s) => {
-                    jinja::render(inventory, &host, s).map_err(|e| vars.error("dropship_images", e))
-                }
+                Value::String(s) => Ok(s),
                 other => Err(vars.error(
                     "dropship_images",
                     format!("entries must be image references, got {other}"),
@@ -132,105 +127,16 @@ pub fn images_from_inventory(inventory: &Inventory) -> Result<Vec<String>, Inven
     }
 }
 
-/// The host whose variables Kubespray's download role sees first.
+/// The host whose variables Kubespray's download role sees first: the first host of `all`
+/// that is neither the bastion nor `ansible_connection=local`.
 fn play_host(inventory: &Inventory) -> Result<Option<String>, InventoryError> {
     let bastion = connection::bastion_host(inventory);
     for host in inventory.group_hosts("all") {
-        if Some(&host) == bastion.as_ref() {
-            continue;
-        }
-        let local = match inventory.host_var(&host, "ansible_connection") {
-            Some(Value::String(c)) => c == "local",
-            _ => false,
-        };
-        if !local {
+        if Some(&host) != bastion.as_ref() && !connection::is_local(inventory, &host)? {
             return Ok(Some(host));
         }
     }
     Ok(None)
-}
-
-/// Ansible's boolean reading (`| bool`): yes/no, true/false, on/off, 1/0, y/n, t/f.
-pub fn ansible_bool(value: &Value) -> Option<bool> {
-    match value {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => match n.as_f64() {
-            Some(1.0) => Some(true),
-            Some(0.0) => Some(false),
-            _ => None,
-        },
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "y" | "yes" | "on" | "1" | "true" | "t" | "1.0" => Some(true),
-            "n" | "no" | "off" | "0" | "false" | "f" | "0.0" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// One host's variables read as typed settings; errors name the variable and the host.
-struct TypedVars<'a> {
-    inventory: &'a Inventory,
-    host: &'a str,
-}
-
-impl TypedVars<'_> {
-    fn error(&self, name: &str, message: String) -> InventoryError {
-        InventoryError::Host {
-            host: self.host.to_string(),
-            message: format!("{name}: {message}"),
-        }
-    }
-
-    /// The variable with its templates rendered when it is a string.
-    fn get(&self, name: &str) -> Result<Option<Value>, InventoryError> {
-        let value = self.inventory.host_var(self.host, name);
-        if let Some(text) = value.as_ref().and_then(super::unsafe_text) {
-            return Ok(Some(Value::String(text.to_string())));
-        }
-        match value {
-            Some(Value::String(s)) => jinja::render(self.inventory, self.host, &s)
-                .map(|s| Some(Value::String(s)))
-                .map_err(|e| self.error(name, e)),
-            other => Ok(other),
-        }
-    }
-
-    fn bool(&self, name: &str) -> Result<Option<bool>, InventoryError> {
-        self.get(name)?
-            .map(|v| {
-                ansible_bool(&v).ok_or_else(|| {
-                    self.error(
-                        name,
-                        format!("must be a boolean (true/false, yes/no), got {v}"),
-                    )
-                })
-            })
-            .transpose()
-    }
-
-    fn int(&self, name: &str) -> Result<Option<u32>, InventoryError> {
-        self.get(name)?
-            .map(|v| {
-                let n = match &v {
-                    Value::Number(n) => n.as_u64(),
-                    Value::String(s) => s.trim().parse().ok(),
-                    _ => None,
-                };
-                n.and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
-                    self.error(name, format!("must be a non-negative integer, got {v}"))
-                })
-            })
-            .transpose()
-    }
-
-    fn string(&self, name: &str) -> Result<Option<String>, InventoryError> {
-        match self.get(name)? {
-            None => Ok(None),
-            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
-            Some(other) => Err(self.error(name, format!("must be a path, got {other}"))),
-        }
-    }
 }
 
 #[cfg(test)]

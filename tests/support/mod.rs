@@ -1,11 +1,11 @@
-//! The test bed (`scripts/testbed.sh`) as the end-to-end tests see it.
+//! What the tests share: the repository and the binary under test, and the test bed
+//! (`scripts/testbed.sh`) as the end-to-end tests see it.
 //!
 //! `testbed()` reads `scripts/testbed.sh env` for instance `$TESTBED_ID` (default 0). Every test
-//! that touches the test bed holds `lock()` while it runs, so tests in different threads and test
-//! binaries never act on one instance at the same time.
-// Each test binary compiles this module and uses a different part of it.
-#![allow(dead_code)]
+//! that touches the test bed holds its lock while it runs (`testbed!()`, `on_testbed`), so tests
+//! in different threads and processes never act on one instance at the same time.
 
+pub mod ansible;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
@@ -13,8 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use dropship::inventory::connection::{HostConnection, JumpHost};
-use dropship::ssh::ConnectOptions;
+use dropship::ssh::{ConnectOptions, Hop, Host};
 
 /// Debian's docker client, the one that matches the test bed's dockerd 20.10.
 pub const DOCKER: &str = "/usr/bin/docker";
@@ -36,7 +35,6 @@ pub struct Testbed {
     pub id: u32,
     pub state_dir: PathBuf,
     pub inventory_ini: PathBuf,
-    pub inventory_yaml: PathBuf,
     /// The client key authorized for root on every host (ed25519, no passphrase).
     pub key: PathBuf,
     pub known_hosts: PathBuf,
@@ -46,8 +44,6 @@ pub struct Testbed {
     pub bastion: String,
     /// `registry.testbed:5000`: the name every daemon of the test bed resolves.
     pub registry: String,
-    /// The registry's HTTP API from the root namespace.
-    pub registry_url: String,
     /// The small test image set, as pushed to the registry (also in `images_file`).
     pub images: Vec<String>,
     pub images_file: PathBuf,
@@ -59,7 +55,9 @@ pub struct Testbed {
 }
 
 /// Holds the instance's lock until dropped.
-pub struct TestbedLock(File);
+pub struct TestbedLock {
+    _file: File,
+}
 
 /// The test bed, or None (with a loud message) when it is not up. In CI (`CI=true`) a missing
 /// test bed is a failure, never a silent pass.
@@ -92,6 +90,32 @@ pub fn locked_testbed() -> Option<(Testbed, TestbedLock)> {
     let testbed = testbed()?;
     let lock = testbed.lock();
     Some((testbed, lock))
+}
+
+/// `let (tb, _lock) = testbed!();`: the test bed, locked until `_lock` drops; when it is not up
+/// the test returns (a loud skip, or a failure in CI, as [`testbed`] says).
+macro_rules! testbed {
+    () => {
+        match $crate::support::locked_testbed() {
+            Some(locked) => locked,
+            None => return,
+        }
+    };
+}
+
+/// Run an async test on the locked test bed, on a runtime of its own (skipped as [`testbed`]
+/// says when the test bed is not up).
+pub fn on_testbed(test: impl AsyncFnOnce(&Testbed)) {
+    let (tb, _lock) = testbed!();
+    runtime().block_on(test(&tb));
+}
+
+/// The multi-threaded runtime dropship itself runs on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
 
 pub fn repo() -> PathBuf {
@@ -130,13 +154,11 @@ impl Testbed {
             id: var("TESTBED_ID").parse().expect("TESTBED_ID is a number"),
             state_dir: var("TESTBED_STATE").into(),
             inventory_ini: var("TESTBED_INVENTORY").into(),
-            inventory_yaml: var("TESTBED_INVENTORY_YAML").into(),
             key: var("TESTBED_KEY").into(),
             known_hosts: var("TESTBED_KNOWN_HOSTS").into(),
             ssh_config: var("TESTBED_SSH_CONFIG").into(),
             bastion: var("TESTBED_BASTION"),
             registry: var("TESTBED_REGISTRY"),
-            registry_url: var("TESTBED_REGISTRY_URL"),
             images: var("TESTBED_IMAGES")
                 .split_whitespace()
                 .map(String::from)
@@ -155,7 +177,7 @@ impl Testbed {
             .unwrap_or_else(|err| panic!("cannot open {}: {err}", path.display()));
         file.lock()
             .unwrap_or_else(|err| panic!("cannot lock {}: {err}", path.display()));
-        TestbedLock(file)
+        TestbedLock { _file: file }
     }
 
     pub fn node(&self, name: &str) -> &Node {
@@ -303,31 +325,31 @@ impl Testbed {
 
     /// The bastion as dropship's SSH transport reaches it: as root, with the test bed's key and
     /// known_hosts.
-    pub fn jump(&self) -> JumpHost {
-        JumpHost {
+    pub fn jump(&self) -> Hop {
+        Hop {
             name: "bastion".into(),
-            address: self.bastion.clone(),
-            port: 22,
-            user: Some("root".into()),
-            private_key: Some(self.key.clone()),
-            known_hosts: Some(self.known_hosts.clone()),
-            strict_host_key_checking: None,
+            ..self.login(&self.bastion)
         }
     }
 
     /// A node as the inventory would describe it: root, the test bed's key, through [`Self::jump`].
-    pub fn host_connection(&self, node: &Node) -> HostConnection {
-        HostConnection {
-            name: node.name.clone(),
-            address: node.address.clone(),
-            port: 22,
-            user: Some("root".into()),
-            private_key: Some(self.key.clone()),
-            become_: None,
+    pub fn host(&self, node: &Node) -> Host {
+        Host {
+            hop: Hop {
+                name: node.name.clone(),
+                ..self.login(&node.address)
+            },
             jump: Some(self.jump()),
+            become_: None,
+        }
+    }
+
+    /// Root at `address`, with the test bed's key and known_hosts.
+    fn login(&self, address: &str) -> Hop {
+        Hop {
+            private_key: Some(self.key.clone()),
             known_hosts: Some(self.known_hosts.clone()),
-            strict_host_key_checking: None,
-            local: false,
+            ..Hop::to(address, 22, Some("root".into()))
         }
     }
 
@@ -336,6 +358,7 @@ impl Testbed {
         ConnectOptions {
             agent_socket: None,
             default_key_dir: None,
+            key_passphrase: None,
             connect_timeout: Duration::from_secs(5),
             ..ConnectOptions::default()
         }

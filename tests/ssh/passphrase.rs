@@ -1,15 +1,11 @@
-//! Encrypted keys: the passphrase comes from DROPSHIP_SSH_PASSPHRASE (no TTY in tests).
-//! Alone in its test binary because it sets a process environment variable.
+//! Encrypted keys: the passphrase comes from the options (DROPSHIP_SSH_PASSPHRASE by default;
+//! there is no TTY in tests).
 
-mod common;
-
-use dropship::ssh::{ConnectOptions, Connector, PASSPHRASE_ENV, RemoteCommand, SshError};
+use dropship::ssh::{ConnectOptions, Connector, Passphrase, RemoteCommand, SshError};
 
 #[test]
 fn an_encrypted_key_needs_its_passphrase() {
-    let Some((tb, _lock)) = common::locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_ed25519");
     std::fs::copy(&tb.key, &key).unwrap();
@@ -21,15 +17,14 @@ fn an_encrypted_key_needs_its_passphrase() {
         .unwrap();
     assert!(status.success());
     let connect = |passphrase: &str| {
-        // SAFETY: the only test of this binary; no other thread reads the environment meanwhile.
-        unsafe { std::env::set_var(PASSPHRASE_ENV, passphrase) };
         let options = ConnectOptions {
             private_key: Some(key.clone()),
+            key_passphrase: Some(Passphrase(passphrase.to_string())),
             ..tb.connect_options()
         };
         tokio::runtime::Runtime::new().unwrap().block_on(async {
             let session = Connector::new(options)
-                .connect(&tb.host_connection(tb.node("node1")))
+                .connect(&tb.host(tb.node("node1")))
                 .await?;
             session.exec(&RemoteCommand::new(["true"])).run().await
         })

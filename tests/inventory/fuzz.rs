@@ -1,16 +1,13 @@
 //! Property tests: arbitrary and mutated INI/YAML inventories never panic and never hang in the
 //! readers or in anything built on them. `PROPTEST_CASES` sets the case count (default 200 per
-//! property, for CI); run long with e.g. `PROPTEST_CASES=200000 cargo test --release --test inventory_fuzz`.
-
-mod common;
-mod inventory_support;
+//! property, for CI); run long with e.g. `PROPTEST_CASES=200000 cargo test --release --test tests inventory::fuzz`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
-use dropship::inventory::settings::{DownloadSettings, images_from_inventory};
 use dropship::inventory::{Inventory, connection, render};
+use dropship::push::kubespray::{DownloadSettings, images_from_inventory};
 use proptest::prelude::*;
 
 /// A case taking longer than this is a hang.
@@ -84,7 +81,10 @@ fn read_seeds() -> Vec<Vec<u8>> {
         }
     }
     let mut files = Vec::new();
-    walk(&common::repo().join("tests/inventories"), &mut files);
+    walk(
+        &crate::support::repo().join("tests/inventories"),
+        &mut files,
+    );
     files.sort();
     files.iter().map(|f| std::fs::read(f).unwrap()).collect()
 }

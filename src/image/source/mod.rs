@@ -1,4 +1,5 @@
-//! Filling the cache from a download delegate, whichever daemon that is.
+//! Filling the cache from a download delegate's daemon: the local Docker daemon (`localhost`)
+//! or a remote delegate's (`remote`), behind one [`Daemon`] trait.
 //!
 //! For each image: pull it (Kubespray's retries, transient errors only), inspect its ID, and
 //! if the cache already holds that ID, stop there (Kubespray's `image_changed`). All images
@@ -11,10 +12,12 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::cache::{Cache, CacheError, IngestReport};
-use super::credentials::CredentialError;
-use super::digest::ImageId;
-use super::reference::ImageRef;
+pub mod localhost;
+pub mod remote;
+
+use crate::image::cache::{Cache, CacheError, IngestReport};
+use crate::image::credentials::CredentialError;
+use crate::image::{ImageId, ImageRef};
 use crate::retry::{self, Jitter, RetryPolicy, Transient};
 use crate::ssh::SshError;
 

@@ -1,17 +1,15 @@
 //! `dropship cache` end to end on synthetic archives (no daemon needed; the test-bed proofs
-//! with real `docker load` are in cache_testbed.rs).
-
-mod common;
+//! with real `docker load` are in `cache::testbed`).
 
 use std::path::Path;
 use std::process::Output;
 
-use common::stdout;
+use crate::support::stdout;
 use dropship::image::synth::{self, ImageSpec, LayerSpec, Layout};
 
 fn dropship(cache: &Path, args: &[&str]) -> Output {
     let (command, rest) = args.split_first().unwrap();
-    common::dropship()
+    crate::support::dropship()
         .args(["cache", command, "--cache-dir"])
         .arg(cache)
         .args(rest)

@@ -8,14 +8,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::{DOCKER, Testbed, docker, locked_testbed, stdout, succeed};
-use dropship::image::localhost::LocalDaemon;
+use crate::support::{DOCKER, Testbed, docker, stdout, succeed};
+use dropship::image::source::localhost::LocalDaemon;
 use dropship::image::source::{self, FetchReport, PullPolicy, SourceError, resolve_offline};
 use dropship::image::{ArchiveFormat, Cache, CacheError, ImageId, ImageRef};
 use dropship::retry::RetryPolicy;
 use tokio::io::AsyncReadExt;
-
-mod common;
 
 fn images(tb: &Testbed) -> Vec<ImageRef> {
     tb.images
@@ -132,9 +130,7 @@ async fn fetched_cache(tb: &Testbed) -> (tempfile::TempDir, Cache, Vec<ImageId>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn localhost_pull_stores_shared_layers_once_and_the_next_run_saves_nothing() {
-    let Some((tb, _lock)) = locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let control_host = tb.control_docker_host.clone();
     for image in images(&tb) {
         // Make the pull real: the control daemon must fetch from the registry.
@@ -212,9 +208,7 @@ async fn localhost_pull_stores_shared_layers_once_and_the_next_run_saves_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_images_fail_at_once_with_a_clear_message() {
-    let Some((tb, _lock)) = locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), None).unwrap();
     let missing = ImageRef::parse(&format!("{}/dropship/absent:v9", tb.registry.as_str())).unwrap();
@@ -228,16 +222,14 @@ async fn unknown_images_fail_at_once_with_a_clear_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_archives_load_with_identical_ids_in_full_and_without_present_layers() {
-    let Some((tb, _lock)) = locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let (_dir, cache, ids) = fetched_cache(&tb).await;
     let names: Vec<String> = images(&tb).iter().map(ImageRef::familiar).collect();
 
     // Everything, through the CLI, into an empty daemon.
     let node1 = tb.node("node1").docker_host.clone();
     empty_daemon(&node1);
-    let mut export = common::dropship()
+    let mut export = crate::support::dropship()
         .args(["cache", "export", "--zstd", "-o", "-", "--cache-dir"])
         .arg(cache.root())
         .args(&names)
@@ -305,9 +297,7 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
-    let Some((tb, _lock)) = locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let (dir, cache, ids) = fetched_cache(&tb).await;
     let record = cache.record(&ids[0]).unwrap().unwrap();
     let victim = record.diff_ids.last().unwrap();
@@ -344,9 +334,7 @@ async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_importing_into_one_cache_at_once_leave_it_consistent() {
-    let Some((tb, _lock)) = locked_testbed() else {
-        return;
-    };
+    let (tb, _lock) = testbed!();
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("save.tar.gz");
     let names: Vec<String> = images(&tb).iter().map(|r| r.to_string()).collect();
@@ -364,7 +352,7 @@ async fn two_processes_importing_into_one_cache_at_once_leave_it_consistent() {
     let cache_dir = work.path().join("cache");
     let importers: Vec<_> = (0..2)
         .map(|_| {
-            common::dropship()
+            crate::support::dropship()
                 .args(["cache", "import", "--cache-dir"])
                 .arg(&cache_dir)
                 .arg(&archive)
@@ -376,7 +364,7 @@ async fn two_processes_importing_into_one_cache_at_once_leave_it_consistent() {
     for mut importer in importers {
         assert!(importer.wait().unwrap().success());
     }
-    let verify = common::dropship()
+    let verify = crate::support::dropship()
         .args(["cache", "verify", "--cache-dir"])
         .arg(&cache_dir)
         .output()

@@ -1,12 +1,9 @@
 //! Bad inventories: each refused with exit code 2 and a message naming the file (and line)
 //! and what is wrong, never a panic.
 
-mod common;
-mod inventory_support;
-
 use std::path::Path;
 
-use inventory_support::dropship;
+use crate::support::ansible::dropship;
 
 struct BadInput {
     name: &'static str,
@@ -210,7 +207,7 @@ fn run_case(case: &BadInput) -> Result<(), String> {
 
 #[test]
 fn bad_inventories_exit_2_with_file_line_and_cause() {
-    let failures: Vec<String> = inventory_support::parallel_map(CASES, run_case)
+    let failures: Vec<String> = crate::support::ansible::parallel_map(CASES, run_case)
         .into_iter()
         .filter_map(Result::err)
         .collect();

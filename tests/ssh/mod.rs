@@ -1,0 +1,5 @@
+//! The SSH transport and `dropship ping` on the test bed.
+
+mod passphrase;
+mod ping;
+mod sessions;

@@ -1,0 +1,13 @@
+//! The integration tests: one binary, a module per area, one `support`.
+//!
+//! Tests that touch the test bed are skipped with a loud message when it is not up (and fail
+//! in CI); `make test` brings it up first.
+
+#[macro_use]
+mod support;
+
+mod cache;
+mod inventory;
+mod push;
+mod ssh;
+mod testbed;
