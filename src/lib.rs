@@ -9,5 +9,6 @@ pub mod inventory;
 pub mod logging;
 pub mod push;
 pub mod retry;
+pub mod runtime;
 pub mod shutdown;
 pub mod ssh;
