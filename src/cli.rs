@@ -44,6 +44,28 @@ pub struct GlobalArgs {
     /// Ansible host pattern limiting the hosts acted on, e.g. 'kube_node:!node3' or 'all[0:2]'.
     #[arg(short = 'l', long = "limit", value_name = "PATTERN", global = true)]
     pub limit: Option<String>,
+
+    /// Ansible Vault password file, or an executable printing the password (repeatable;
+    /// ANSIBLE_VAULT_PASSWORD_FILE adds one, as with ansible).
+    #[arg(
+        long = "vault-password-file",
+        visible_alias = "vault-pass-file",
+        value_name = "FILE",
+        global = true
+    )]
+    pub vault_password_files: Vec<PathBuf>,
+
+    /// Ansible Vault identity: [LABEL@]FILE or [LABEL@]prompt (repeatable).
+    #[arg(long = "vault-id", value_name = "[LABEL@]SOURCE", global = true)]
+    pub vault_ids: Vec<String>,
+
+    /// Ask for the Ansible Vault password on the terminal.
+    #[arg(
+        long = "ask-vault-pass",
+        visible_alias = "ask-vault-password",
+        global = true
+    )]
+    pub ask_vault_pass: bool,
 }
 
 #[derive(Debug, Subcommand)]

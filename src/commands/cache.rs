@@ -11,8 +11,7 @@ use serde::Serialize;
 
 use crate::cli::{CacheCommand, CacheDirArgs, GlobalArgs};
 use crate::image::compression::zstd_level_for_gzip;
-use crate::image::{ArchiveFormat, Cache, DiffId, ImageId};
-use crate::inventory::Inventory;
+use crate::image::{ArchiveFormat, ArchiveLayout, Cache, DiffId, ImageId};
 use crate::push::kubespray::DownloadSettings;
 
 pub fn run(global: &GlobalArgs, command: &CacheCommand) -> anyhow::Result<ExitCode> {
@@ -37,7 +36,7 @@ fn open(global: &GlobalArgs, args: &CacheDirArgs) -> anyhow::Result<Cache> {
     let settings = if global.inventory.is_empty() {
         DownloadSettings::default()
     } else {
-        DownloadSettings::from_inventory(&Inventory::load(&global.inventory)?)?
+        DownloadSettings::from_inventory(&super::load_inventory(global)?)?
     };
     let dir = Cache::resolve_dir(args.cache_dir.as_deref(), settings.cache_dir.as_deref());
     Cache::open(&dir, Some(zstd_level_for_gzip(settings.compress)))
@@ -177,19 +176,22 @@ fn export(cache: &Cache, images: &[String], output: &Path, zstd: bool) -> anyhow
     for wanted in images {
         ids.push(cache.require(wanted)?.id);
     }
-    let plan = cache.archive_plan(&ids, &HashSet::new())?;
     let format = if zstd {
         ArchiveFormat::Zstd
     } else {
         ArchiveFormat::Tar
     };
+    let layout = ArchiveLayout::Docker {
+        zstd_members: false,
+    };
+    let plan = cache.archive_plan(&ids, &HashSet::new(), layout, format)?;
     let written = if output == Path::new("-") {
-        cache.write_archive(&plan, format, std::io::stdout().lock())?
+        cache.write_archive(&plan, std::io::stdout().lock())?
     } else {
         let file = std::fs::File::create(output)
             .with_context(|| format!("cannot create {}", output.display()))?;
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
-        let written = cache.write_archive(&plan, format, &mut writer)?;
+        let written = cache.write_archive(&plan, &mut writer)?;
         writer
             .flush()
             .with_context(|| format!("cannot write {}", output.display()))?;
@@ -211,9 +213,10 @@ fn verify(cache: &Cache) -> anyhow::Result<ExitCode> {
         println!("PROBLEM: {problem}");
     }
     println!(
-        "checked {} image(s), {} layer(s), {} config(s): {} problem(s)",
+        "checked {} image(s), {} layer(s), {} blob(s), {} config(s): {} problem(s)",
         report.images,
         report.layers,
+        report.blobs,
         report.configs,
         report.problems.len()
     );
@@ -231,9 +234,10 @@ fn verify(cache: &Cache) -> anyhow::Result<ExitCode> {
 fn prune(cache: &Cache, all: bool) -> anyhow::Result<ExitCode> {
     let report = cache.prune(all)?;
     println!(
-        "removed {} image(s), {} layer(s), {} config(s); freed {}",
+        "removed {} image(s), {} layer(s), {} blob(s), {} config(s); freed {}",
         report.removed_images,
         report.removed_layers,
+        report.removed_blobs,
         report.removed_configs,
         HumanBytes(report.freed_bytes)
     );

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::{GlobalArgs, InventoryArgs};
-use crate::inventory::{Inventory, render};
+use crate::inventory::render;
 
 pub fn run(global: &GlobalArgs, args: &InventoryArgs) -> anyhow::Result<ExitCode> {
-    let inventory = Inventory::load(&global.inventory).context("reading the inventory")?;
+    let inventory = super::load_inventory(global).context("reading the inventory")?;
     let output = if let Some(host) = &args.host {
         render::to_ansible_json(&render::host(&inventory, host)?)
     } else if let Some(group) = &args.graph {

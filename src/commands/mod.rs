@@ -8,7 +8,9 @@ mod push;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::{Cli, Command, ConnectArgs};
+use crate::cli::{Cli, Command, ConnectArgs, GlobalArgs};
+use crate::inventory::vault::VaultSecrets;
+use crate::inventory::{Inventory, InventoryError};
 use crate::ssh::{ConnectOptions, Destination};
 
 /// Exit code for bad input (inventory, flags, image references): nothing was attempted.
@@ -53,6 +55,16 @@ fn exit_code_for(err: &anyhow::Error) -> u8 {
     } else {
         EXIT_FAILED
     }
+}
+
+/// The `-i` inventory, with the vault passwords the flags give (read, or asked for, now).
+fn load_inventory(global: &GlobalArgs) -> Result<Inventory, InventoryError> {
+    let secrets = VaultSecrets::load(
+        &global.vault_ids,
+        &global.vault_password_files,
+        global.ask_vault_pass,
+    )?;
+    Inventory::load_with(&global.inventory, secrets)
 }
 
 /// The transport's options from the flags every connecting command shares.

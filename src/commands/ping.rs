@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use crate::cli::{GlobalArgs, PingArgs};
 use crate::facts::{self, Facts};
-use crate::inventory::Inventory;
 use crate::inventory::connection;
 use crate::inventory::host_vars::HostVars;
 use crate::push::kubespray::DownloadSettings;
@@ -21,7 +20,7 @@ use crate::ssh::{Connector, Hop, Host};
 use super::{connect_options, write_json};
 
 pub async fn run(global: &GlobalArgs, args: &PingArgs) -> anyhow::Result<ExitCode> {
-    let inventory = Inventory::load(&global.inventory)?;
+    let inventory = super::load_inventory(global)?;
     let hosts = connection::targets(&inventory, global.limit.as_deref().unwrap_or("all"))?;
     let runtimes = hosts
         .iter()

@@ -7,7 +7,6 @@ use anyhow::Context;
 
 use crate::cli::{GlobalArgs, PushArgs};
 use crate::image::{Cache, ImageRef};
-use crate::inventory::Inventory;
 use crate::push::plan;
 use crate::push::progress::Progress;
 use crate::push::report::RunReport;
@@ -16,7 +15,7 @@ use crate::ssh::Connector;
 use super::{UsageError, connect_options, write_json};
 
 pub async fn run(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<ExitCode> {
-    let inventory = Inventory::load(&global.inventory)?;
+    let inventory = super::load_inventory(global)?;
     let mut requested = args
         .images
         .iter()

@@ -1,11 +1,25 @@
-//! The docker-archive format (`docker save` / `docker load`): `manifest.json`, one config JSON
-//! per image, one tar per layer, all inside a plain tar.
+//! The archive formats images travel in, both plain tars:
+//! - docker-archive (`docker save` / `docker load`): `manifest.json`, one config JSON per image,
+//!   one file per layer;
+//! - the OCI image layout (`ctr export` / `ctr import`): `oci-layout`, `index.json` naming the
+//!   images, and every blob (index, manifests, configs, layers) under `blobs/sha256/<hex>`.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::digest::{DiffId, ImageId};
+use super::digest::{DiffId, Digest, ImageId};
+use super::platform::Platform;
+use super::reference::ImageRef;
 
 pub const MANIFEST_PATH: &str = "manifest.json";
+pub const INDEX_PATH: &str = "index.json";
+pub const LAYOUT_PATH: &str = "oci-layout";
+pub const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// containerd's name for an index entry: a full reference, used as the image's name on import.
+pub const NAME_ANNOTATION: &str = "io.containerd.image.name";
+/// OCI's name for an index entry: often only the tag.
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 pub const BLOCK: u64 = 512;
 /// A tar archive ends with two zero blocks.
 pub const END_OF_ARCHIVE: [u8; 1024] = [0; 1024];
@@ -21,10 +35,24 @@ pub struct ManifestEntry {
     pub layers: Vec<String>,
 }
 
-/// The part of an image config we need: the layer chain.
+/// The part of an image config we need: the layer chain and the platform.
 #[derive(Debug, Deserialize)]
 pub struct ImageConfig {
     pub rootfs: RootFs,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl ImageConfig {
+    /// What the image was built for; `None` when the config does not say.
+    pub fn platform(&self) -> Option<Platform> {
+        (!self.os.is_empty() && !self.architecture.is_empty())
+            .then(|| Platform::new(&self.os, &self.architecture, self.variant.as_deref()))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +67,45 @@ where
     T: Deserialize<'de>,
 {
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// An OCI layout's `index.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LayoutIndex {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub manifests: Vec<LayoutEntry>,
+}
+
+/// One image of an OCI layout: its top manifest (or index) and the names it is imported as.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LayoutEntry {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl LayoutEntry {
+    /// The full reference the entry names, as containerd reads it: its name annotation, else an
+    /// OCI ref name that is more than a tag.
+    pub fn name(&self) -> Option<ImageRef> {
+        let full = self.annotations.get(NAME_ANNOTATION).or_else(|| {
+            self.annotations
+                .get(REF_NAME_ANNOTATION)
+                .filter(|name| name.contains('/') || name.contains(':'))
+        })?;
+        ImageRef::parse(full).ok()
+    }
+}
+
+/// Where a blob lives inside an OCI layout.
+pub fn blob_member(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
 }
 
 /// Where we put an image's config inside archives we write (the name `docker save` uses).

@@ -1,6 +1,7 @@
-//! Compression formats: sniffing an input's format, and the zstd level we use for the cache.
+//! Compression formats: sniffing an input's format, the zstd level we use for the cache, and
+//! zstd frames that store bytes without compressing them.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -36,6 +37,56 @@ pub fn decompressing_reader<'a, R: Read + 'a>(input: R) -> io::Result<Box<dyn Re
     })
 }
 
+/// zstd frames carrying `len` bytes in raw (stored) blocks: the framing of RFC 8878 around data
+/// that is already compressed (a gzip layer blob), so that it can travel inside a zstd stream
+/// (`zstd -dc | docker load`) without being compressed a second time.
+///
+/// Hand-written because no zstd encoder has a "store only" mode; the tests check the frames
+/// against the zstd decoder.
+pub mod stored {
+    use super::*;
+
+    const MAGIC: u32 = 0xFD2F_B528;
+    /// Frame header descriptor: no content size, not single-segment, no checksum, no dictionary.
+    const DESCRIPTOR: u8 = 0x00;
+    /// Window descriptor: exponent 7, mantissa 0, a 128 KiB window (`1 << (10 + 7)`), which
+    /// allows blocks of the format's maximum size.
+    const WINDOW: u8 = 7 << 3;
+    const MAX_BLOCK: u64 = 128 << 10;
+    const HEADER_LEN: u64 = 6;
+    const BLOCK_HEADER_LEN: u64 = 3;
+
+    fn blocks(len: u64) -> u64 {
+        len.div_ceil(MAX_BLOCK).max(1)
+    }
+
+    /// The exact size of the frame that stores `len` bytes.
+    pub fn frame_len(len: u64) -> u64 {
+        HEADER_LEN + blocks(len) * BLOCK_HEADER_LEN + len
+    }
+
+    /// Copy exactly `len` bytes of `data` into one stored frame on `out`; a short input is an
+    /// `UnexpectedEof` error (the frame would lie about its end otherwise).
+    pub fn write_frame(mut data: impl Read, len: u64, out: &mut impl Write) -> io::Result<()> {
+        let mut header = MAGIC.to_le_bytes().to_vec();
+        header.extend([DESCRIPTOR, WINDOW]);
+        out.write_all(&header)?;
+        let mut buffer = vec![0u8; MAX_BLOCK as usize];
+        let mut left = len;
+        for _ in 0..blocks(len) {
+            let size = left.min(MAX_BLOCK);
+            left -= size;
+            // Last_Block (bit 0), Block_Type 0 = raw (bits 1-2), Block_Size (bits 3-23).
+            let block = (size << 3) as u32 | u32::from(left == 0);
+            out.write_all(&block.to_le_bytes()[..3])?;
+            let chunk = &mut buffer[..size as usize];
+            data.read_exact(chunk)?;
+            out.write_all(chunk)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +111,23 @@ mod tests {
         assert_eq!(round_trip(&plain), plain);
         assert_eq!(round_trip(&gz), plain);
         assert_eq!(round_trip(&zst), plain);
+    }
+
+    #[test]
+    fn stored_frames_decode_to_their_data_and_have_the_promised_size() {
+        for len in [0usize, 1, 131_071, 131_072, 131_073, 400_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut frame = Vec::new();
+            stored::write_frame(&data[..], len as u64, &mut frame).unwrap();
+            assert_eq!(frame.len() as u64, stored::frame_len(len as u64), "{len}");
+            // Concatenated with a compressed frame, as inside an archive stream.
+            frame.extend(zstd::encode_all(&b"after"[..], 3).unwrap());
+            let mut expected = data.clone();
+            expected.extend(b"after");
+            assert_eq!(zstd::decode_all(&frame[..]).unwrap(), expected, "{len}");
+        }
+        let short = stored::write_frame(&b"abc"[..], 4, &mut Vec::new()).unwrap_err();
+        assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

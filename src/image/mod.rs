@@ -14,8 +14,9 @@
 pub mod archive;
 pub mod cache;
 pub mod compression;
-pub mod credentials;
 pub mod digest;
+pub mod manifest;
+pub mod platform;
 pub mod reference;
 pub mod source;
 /// Synthetic docker-archives for tests and benchmarks; not part of the shipped library.
@@ -23,8 +24,8 @@ pub mod source;
 pub mod synth;
 
 pub use cache::{
-    ArchiveFormat, ArchivePlan, ArchiveReader, Cache, CacheError, ImageRecord, IngestReport,
-    layers_to_omit,
+    ArchiveFormat, ArchiveLayout, ArchivePlan, ArchiveReader, Cache, CacheError, ImageRecord,
+    IngestReport, LayerBlob, layers_to_omit,
 };
 pub use digest::{DiffId, Digest, ImageId};
 pub use reference::{ImageRef, RefError};

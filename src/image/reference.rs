@@ -99,6 +99,11 @@ impl ImageRef {
         &self.domain
     }
 
+    /// The repository path within its registry, e.g. `library/nginx`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     pub fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
     }

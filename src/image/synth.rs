@@ -1,11 +1,15 @@
-//! Synthetic docker-archives: test fixtures and benchmark input without a registry.
+//! Synthetic image archives: test fixtures and benchmark input without a registry — docker
+//! archives (`docker save`), and OCI layouts shaped like a registry's images (`ctr export`).
 //!
 //! Layers are generated as they are written (a 1 GB image needs no 1 GB buffer); their content
 //! is pseudo-random text over a small alphabet, which compresses roughly like real binaries.
 
 use std::io::{self, Write};
 
-use super::archive::{self, END_OF_ARCHIVE, MANIFEST_PATH, ManifestEntry};
+use super::archive::{
+    self, END_OF_ARCHIVE, INDEX_PATH, LAYOUT_CONTENT, LAYOUT_PATH, MANIFEST_PATH, ManifestEntry,
+    NAME_ANNOTATION,
+};
 use super::digest::{DiffId, Digest, Hashing, ImageId};
 
 /// One layer: `files` files of `file_size` bytes each, content derived from `seed`.
@@ -128,7 +132,112 @@ pub fn write_archive(
     Ok(ids)
 }
 
-fn write_member(out: &mut impl Write, path: &str, data: &[u8]) -> io::Result<()> {
+/// What [`write_oci_layout`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciLayout {
+    /// Each image's manifest digest and ID (config digest), in order.
+    pub manifests: Vec<Digest>,
+    pub ids: Vec<ImageId>,
+    /// The index's digest, when the images are the platforms of one.
+    pub index: Option<Digest>,
+    /// Every layer blob (gzip) written.
+    pub layer_blobs: Vec<Digest>,
+}
+
+/// An OCI image layout as a registry serves images and `ctr export` writes them: gzip layer
+/// blobs, OCI manifests. With `index = Some((name, architectures))` the images are the
+/// platforms of one index named `name` (linux/`architectures[i]`); otherwise each image is its
+/// own entry, named by its first tag. Layers are compressed in memory: for small fixtures.
+pub fn write_oci_layout(
+    images: &[ImageSpec],
+    index: Option<(&str, &[&str])>,
+    out: &mut impl Write,
+) -> io::Result<OciLayout> {
+    let descriptor = |media_type: &str, bytes: &[u8]| serde_json::json!({"mediaType": media_type, "digest": Digest::of(bytes), "size": bytes.len()});
+    write_member(out, LAYOUT_PATH, LAYOUT_CONTENT)?;
+    let mut blobs: Vec<Digest> = Vec::new();
+    let mut blob = |out: &mut dyn Write, bytes: &[u8]| -> io::Result<Digest> {
+        let digest = Digest::of(bytes);
+        if !blobs.contains(&digest) {
+            write_member(out, &archive::blob_member(&digest), bytes)?;
+            blobs.push(digest);
+        }
+        Ok(digest)
+    };
+    let mut layout = OciLayout {
+        manifests: Vec::new(),
+        ids: Vec::new(),
+        index: None,
+        layer_blobs: Vec::new(),
+    };
+    let mut entries = Vec::new();
+    for (i, image) in images.iter().enumerate() {
+        let architecture = index.map_or("amd64", |(_, archs)| archs[i]);
+        let mut layers = Vec::new();
+        let mut diff_ids = Vec::new();
+        for spec in &image.layers {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            spec.write_tar(&mut gz)?;
+            let gz = gz.finish()?;
+            let digest = blob(out, &gz)?;
+            if !layout.layer_blobs.contains(&digest) {
+                layout.layer_blobs.push(digest);
+            }
+            layers.push(descriptor(
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                &gz,
+            ));
+            diff_ids.push(spec.diff_id());
+        }
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": architecture,
+            "os": "linux",
+            "config": {},
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        }))
+        .expect("config serialises");
+        layout.ids.push(blob(out, &config)?);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+            "layers": layers,
+        }))
+        .expect("manifest serialises");
+        layout.manifests.push(blob(out, &manifest)?);
+        let mut entry = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
+        match index {
+            Some(_) => {
+                entry["platform"] =
+                    serde_json::json!({"os": "linux", "architecture": architecture});
+            }
+            None => {
+                entry["annotations"] = serde_json::json!({NAME_ANNOTATION: image.repo_tags[0]});
+            }
+        }
+        entries.push(entry);
+    }
+    if let Some((name, _)) = index {
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        }))
+        .expect("index serialises");
+        layout.index = Some(blob(out, &bytes)?);
+        let mut entry = descriptor("application/vnd.oci.image.index.v1+json", &bytes);
+        entry["annotations"] = serde_json::json!({NAME_ANNOTATION: name});
+        entries = vec![entry];
+    }
+    let index_json =
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": entries}))
+            .expect("index.json serialises");
+    write_member(out, INDEX_PATH, &index_json)?;
+    out.write_all(&END_OF_ARCHIVE)?;
+    Ok(layout)
+}
+
+fn write_member(out: &mut (impl Write + ?Sized), path: &str, data: &[u8]) -> io::Result<()> {
     out.write_all(&archive::file_header(path, data.len() as u64))?;
     out.write_all(data)?;
     out.write_all(archive::padding(data.len() as u64))

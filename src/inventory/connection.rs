@@ -117,7 +117,10 @@ pub fn targets(inventory: &Inventory, pattern: &str) -> Result<Vec<Host>, Invent
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::testing::load_ini as inventory;
+    use crate::inventory::testing::{
+        VAULTED_DEPLOY, VAULTED_DEPLOY_AGAIN, VAULTED_YES, fixture_secrets, load_files,
+        load_files_with, load_ini as inventory, vault_yaml,
+    };
     use crate::ssh::StrictHostKeyChecking;
     use std::path::PathBuf;
 
@@ -250,5 +253,37 @@ mod tests {
         assert!(err.contains("n2") && err.contains("-R"), "{err}");
         let err = resolve(&inv, "n3").unwrap_err().to_string();
         assert!(err.contains("n3") && err.contains("lookup"), "{err}");
+    }
+
+    #[test]
+    fn vaulted_settings_are_decrypted_with_the_password_and_named_without_it() {
+        let group_vars =
+            vault_yaml("vault_user", VAULTED_DEPLOY) + &vault_yaml("ansible_become", VAULTED_YES);
+        let host_vars = vault_yaml("ansible_user", VAULTED_DEPLOY_AGAIN);
+        let files = [
+            (
+                "hosts.ini",
+                "[kube_node]\nn1 ansible_user='{{ vault_user }}'\nn2\n",
+            ),
+            ("group_vars/all.yml", group_vars.as_str()),
+            ("host_vars/n2.yml", host_vars.as_str()),
+        ];
+        let (_dir, inv) = load_files_with(&files, fixture_secrets());
+        for host in ["n1", "n2"] {
+            let c = resolve(&inv, host).unwrap();
+            assert_eq!(c.hop.user.as_deref(), Some("deploy"), "{host}");
+            assert_eq!(c.become_, Some(Become { user: None }), "{host}");
+        }
+        let (dir, inv) = load_files(&files);
+        let err = resolve(&inv, "n2").unwrap_err().to_string();
+        let file = dir.path().canonicalize().unwrap().join("host_vars/n2.yml");
+        for part in [
+            "host 'n2'",
+            "ansible_user",
+            &format!("encrypted with Ansible Vault in {}", file.display()),
+            "--vault-password-file",
+        ] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
     }
 }

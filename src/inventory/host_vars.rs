@@ -33,7 +33,7 @@ impl<'a> HostVars<'a> {
     }
 
     /// The variable as Ansible would use it: strings rendered (also inside lists and maps),
-    /// `!unsafe` text kept as written.
+    /// `!unsafe` text kept as written, `!vault` values decrypted.
     pub fn get(&self, name: &str) -> Result<Option<Value>, InventoryError> {
         match self.inventory.host_var(self.host, name) {
             None => Ok(None),
@@ -45,8 +45,12 @@ impl<'a> HostVars<'a> {
     }
 
     fn render(&self, value: &Value) -> Result<Value, String> {
-        if let Some(text) = super::unsafe_text(value) {
-            return Ok(Value::String(text.to_string()));
+        if let Some(text) = self
+            .inventory
+            .plain_text(value)
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(Value::String(text));
         }
         Ok(match value {
             Value::String(s) => Value::String(jinja::render(self.inventory, self.host, s)?),
@@ -152,7 +156,10 @@ pub fn expand_home(path: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::testing::load_files as load;
+    use crate::inventory::testing::{
+        VAULTED_CACHE_DIR, VAULTED_DEPLOY, VAULTED_YES, fixture_secrets, load_files as load,
+        load_files_with, vault_yaml,
+    };
 
     #[test]
     fn values_are_rendered_typed_and_errors_name_host_and_variable() {
@@ -208,5 +215,37 @@ mod tests {
         assert_eq!(ansible_bool(&serde_json::json!(0)), Some(false));
         assert_eq!(ansible_bool(&serde_json::json!("maybe")), None);
         assert_eq!(ansible_bool(&serde_json::json!([])), None);
+    }
+
+    #[test]
+    fn vaulted_values_are_decrypted_only_with_the_password() {
+        let vars = vault_yaml("vault_user", VAULTED_DEPLOY)
+            + &vault_yaml("flag", VAULTED_YES)
+            + &vault_yaml("cache_dir", VAULTED_CACHE_DIR);
+        let files = [
+            ("hosts.ini", "[all]\nh1 user='{{ vault_user }}'\n"),
+            ("group_vars/all.yml", vars.as_str()),
+        ];
+        let (_d, inv) = load_files_with(&files, fixture_secrets());
+        let h1 = HostVars::new(&inv, "h1");
+        assert_eq!(h1.string(&["user"]).unwrap().as_deref(), Some("deploy"));
+        assert_eq!(h1.bool("flag").unwrap(), Some(true));
+        assert_eq!(
+            h1.path(&["cache_dir"]).unwrap(),
+            Some(PathBuf::from("/var/cache/vaulted"))
+        );
+        let (_d, inv) = load(&files);
+        let err = HostVars::new(&inv, "h1")
+            .string(&["user"])
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "host 'h1'",
+            "user: 'vault_user' of host 'h1': encrypted with Ansible Vault in ",
+            "group_vars/all.yml",
+            "no vault password given",
+        ] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
     }
 }

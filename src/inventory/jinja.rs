@@ -110,10 +110,14 @@ fn evaluate(
         .or(caps.get(6))
         .map(|m| m.as_str().to_string());
     match (inventory.host_var(owner, name), default) {
-        (Some(value), _) if super::unsafe_text(&value).is_some() => {
-            Ok(super::unsafe_text(&value).unwrap_or_default().to_string())
-        }
         (Some(value), _) => {
+            // `!unsafe` text and decrypted `!vault` values are never templated further.
+            if let Some(text) = inventory
+                .plain_text(&value)
+                .map_err(|e| format!("'{name}' of host '{owner}': {e}"))?
+            {
+                return Ok(text);
+            }
             let text = python_str(&value)
                 .ok_or_else(|| format!("'{name}' of host '{owner}' is not a single value"))?;
             render_at(inventory, owner, &text, depth + 1)

@@ -4,6 +4,11 @@
 //! the hosts in Ansible's order, group membership, each host's merged variables with Ansible's
 //! precedence, and `--limit` pattern selection. `host_vars` reads one host's variables as typed
 //! settings, and `connection` turns them into how to reach the host over SSH.
+//!
+//! Ansible Vault: inline `!vault` values load without a password and stay opaque, as
+//! `ansible-inventory` shows them; `Inventory::plain_text` decrypts one only when a setting
+//! dropship uses needs it. Whole vault-encrypted files need the password while loading
+//! (`Inventory::load_with`), as in Ansible.
 
 pub mod connection;
 pub mod host_vars;
@@ -20,6 +25,7 @@ mod ssh_args;
 #[cfg(test)]
 pub(crate) mod testing;
 mod vars_files;
+pub mod vault;
 mod yaml_inventory;
 mod yaml_load;
 
@@ -30,6 +36,8 @@ use serde_json::Value;
 
 use model::InventoryData;
 pub use model::Vars;
+use vault::{InlineValues, VaultError, VaultSecrets, VaultedValueError};
+use yaml_load::{LoadError, Yaml};
 
 /// Everything that can be wrong with an inventory source or a question asked of it.
 #[derive(Debug, thiserror::Error)]
@@ -42,13 +50,10 @@ pub enum InventoryError {
         line: Option<usize>,
         message: String,
     },
-    #[error(
-        "{}: encrypted with Ansible Vault; dropship cannot decrypt it. Decrypt it (ansible-vault decrypt {}) \
-         or move the vault-encrypted variables out of the inventory",
-        path.display(),
-        path.display()
-    )]
-    Vault { path: PathBuf },
+    #[error("{}: encrypted with Ansible Vault: {reason}", path.display())]
+    Vault { path: PathBuf, reason: VaultError },
+    #[error("vault password from {from}: {message}")]
+    VaultPassword { from: String, message: String },
     #[error("{}: inventory source does not exist", path.display())]
     Missing { path: PathBuf },
     #[error("{}: cannot read: {source}", path.display())]
@@ -113,17 +118,33 @@ struct SourceVars {
 pub struct Inventory {
     data: InventoryData,
     source_vars: Vec<SourceVars>,
+    vaulted: InlineValues,
 }
 
 impl Inventory {
-    /// Reads every source in order (files, or directories of files) like `ansible -i a -i b`.
+    /// Reads every source in order (files, or directories of files) like `ansible -i a -i b`,
+    /// without vault passwords: a vault-encrypted file is an error, inline `!vault` values
+    /// stay opaque.
     pub fn load(sources: &[PathBuf]) -> Result<Inventory, InventoryError> {
+        Inventory::load_with(sources, VaultSecrets::default())
+    }
+
+    /// Like `load`, decrypting vault-encrypted files with `secrets`; the inventory keeps them to
+    /// decrypt the inline `!vault` values that `plain_text` is asked for.
+    pub fn load_with(
+        sources: &[PathBuf],
+        secrets: VaultSecrets,
+    ) -> Result<Inventory, InventoryError> {
         if sources.is_empty() {
             return Err(InventoryError::NoSources);
         }
+        let mut reader = Reader {
+            secrets: &secrets,
+            vault_origins: HashMap::new(),
+        };
         let mut data = InventoryData::default();
         for source in sources {
-            sources::parse_source(&mut data, source)?;
+            sources::parse_source(&mut reader, &mut data, source)?;
         }
         data.reconcile().map_err(|e| InventoryError::Invalid {
             path: sources[0].clone(),
@@ -140,18 +161,24 @@ impl Inventory {
             let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
             let mut found = SourceVars::default();
             for group in data.groups.keys() {
-                if let Some(vars) = vars_files::load(&dir, "group_vars", group)? {
+                if let Some(vars) = vars_files::load(&mut reader, &dir, "group_vars", group)? {
                     found.groups.insert(group.clone(), vars);
                 }
             }
             for host in data.hosts.keys() {
-                if let Some(vars) = vars_files::load(&dir, "host_vars", host)? {
+                if let Some(vars) = vars_files::load(&mut reader, &dir, "host_vars", host)? {
                     found.hosts.insert(host.clone(), vars);
                 }
             }
             source_vars.push(found);
         }
-        Ok(Inventory { data, source_vars })
+        let origins = reader.vault_origins;
+        let vaulted = InlineValues::new(secrets, origins);
+        Ok(Inventory {
+            data,
+            source_vars,
+            vaulted,
+        })
     }
 
     /// All host names in inventory order (the order hosts were first defined).
@@ -220,6 +247,19 @@ impl Inventory {
         pattern::select(&self.data, pattern)
     }
 
+    /// The text of a value Ansible never templates: an `!unsafe` string as written, an inline
+    /// `!vault` value decrypted (with the secrets given to `load_with`). `None` for any other
+    /// value, which the caller reads (and renders) itself.
+    pub fn plain_text(&self, value: &Value) -> Result<Option<String>, VaultedValueError> {
+        if let Some(text) = unsafe_text(value) {
+            return Ok(Some(text.to_string()));
+        }
+        match vault_text(value) {
+            Some(ciphertext) => self.vaulted.plaintext(ciphertext).map(Some),
+            None => Ok(None),
+        }
+    }
+
     pub(crate) fn data(&self) -> &InventoryData {
         &self.data
     }
@@ -240,17 +280,63 @@ pub fn unsafe_text(value: &Value) -> Option<&str> {
     }
 }
 
-/// Reads a source or vars file as text, refusing Vault-encrypted files with a clear message.
-fn read_source_text(path: &Path) -> Result<String, InventoryError> {
-    let bytes = std::fs::read(path).map_err(|source| InventoryError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if bytes.starts_with(b"$ANSIBLE_VAULT") {
-        return Err(InventoryError::Vault {
-            path: path.to_path_buf(),
-        });
+/// How Ansible shows an inline `!vault` value it has not decrypted.
+const VAULT_KEY: &str = "__ansible_vault";
+
+fn vault_value(ciphertext: &str) -> Value {
+    serde_json::json!({ VAULT_KEY: ciphertext })
+}
+
+/// The ciphertext of an inline `!vault` value (`{"__ansible_vault": ciphertext}`).
+fn vault_text(value: &Value) -> Option<&str> {
+    match value.as_object()? {
+        map if map.len() == 1 => map.get(VAULT_KEY)?.as_str(),
+        _ => None,
     }
+}
+
+/// Reads the files of an inventory: decrypts whole vault-encrypted files, and notes the file
+/// of each inline `!vault` value for messages.
+struct Reader<'a> {
+    secrets: &'a VaultSecrets,
+    vault_origins: HashMap<String, PathBuf>,
+}
+
+impl Reader<'_> {
+    /// A source or vars file as text, decrypted when it is vault-encrypted.
+    fn text(&self, path: &Path) -> Result<String, InventoryError> {
+        let bytes = std::fs::read(path).map_err(|source| InventoryError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bytes = if vault::is_encrypted(&bytes) {
+            self.secrets
+                .decrypt(&bytes)
+                .map_err(|reason| InventoryError::Vault {
+                    path: path.to_path_buf(),
+                    reason,
+                })?
+        } else {
+            bytes
+        };
+        utf8(path, bytes)
+    }
+
+    /// The YAML (or JSON) document of `text`, read from `path`.
+    fn yaml(&mut self, path: &Path, text: &str) -> Result<Option<Yaml>, LoadError> {
+        let document = yaml_load::load(text)?;
+        if let Some(document) = &document {
+            document.for_each_vaulted(&mut |ciphertext| {
+                self.vault_origins
+                    .entry(ciphertext.to_string())
+                    .or_insert_with(|| path.to_path_buf());
+            });
+        }
+        Ok(document)
+    }
+}
+
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, InventoryError> {
     String::from_utf8(bytes).map_err(|e| {
         let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
             .iter()

@@ -6,8 +6,8 @@ use std::path::Path;
 use super::hostpattern::parse_address;
 use super::model::InventoryData;
 use super::vars_files::python_extension;
-use super::yaml_load::{self, Yaml};
-use super::{InventoryError, ini, read_source_text, yaml_inventory};
+use super::yaml_load::Yaml;
+use super::{InventoryError, Reader, ini, yaml_inventory};
 
 /// File names Ansible skips in inventory directories (IGNORED_ALWAYS and the default
 /// inventory_ignore_extensions).
@@ -21,7 +21,11 @@ fn ignored(name: &str) -> bool {
         || IGNORED_EXTENSIONS.iter().any(|ext| name.ends_with(ext))
 }
 
-pub fn parse_source(data: &mut InventoryData, source: &Path) -> Result<(), InventoryError> {
+pub(super) fn parse_source(
+    reader: &mut Reader,
+    data: &mut InventoryData,
+    source: &Path,
+) -> Result<(), InventoryError> {
     if source.is_dir() {
         let entries = std::fs::read_dir(source).map_err(|e| InventoryError::Io {
             path: source.to_path_buf(),
@@ -32,7 +36,7 @@ pub fn parse_source(data: &mut InventoryData, source: &Path) -> Result<(), Inven
             .collect();
         names.sort();
         for name in names.iter().filter(|n| !ignored(n)) {
-            parse_source(data, &source.join(name))?;
+            parse_source(reader, data, &source.join(name))?;
         }
         return Ok(());
     }
@@ -63,7 +67,7 @@ pub fn parse_source(data: &mut InventoryData, source: &Path) -> Result<(), Inven
             message: "TOML inventories are not supported: use INI or YAML".into(),
         });
     }
-    let text = read_source_text(source)?;
+    let text = reader.text(source)?;
     let parse_error = |line, message| InventoryError::Parse {
         path: source.to_path_buf(),
         line,
@@ -71,7 +75,7 @@ pub fn parse_source(data: &mut InventoryData, source: &Path) -> Result<(), Inven
     };
     let yaml_shaped = matches!(ext, "" | ".yml" | ".yaml" | ".json");
     let yaml_error = if yaml_shaped {
-        match yaml_load::load(&text) {
+        match reader.yaml(source, &text) {
             Ok(document) => {
                 let loaded_a_mapping = matches!(document, Some(Yaml::Map(_)));
                 match yaml_inventory::parse(data, document.as_ref()) {

@@ -4,15 +4,19 @@
 
 use std::path::{Path, PathBuf};
 
-use super::InventoryError;
 use super::model::Vars;
-use super::read_source_text;
-use super::yaml_load::{self, Yaml};
+use super::yaml_load::Yaml;
+use super::{InventoryError, Reader};
 
 const EXTENSIONS: [&str; 4] = ["", ".yml", ".yaml", ".json"];
 
 /// The merged variables for `entity` from `<dir>/<subdir>/`, `None` when no file exists.
-pub fn load(dir: &Path, subdir: &str, entity: &str) -> Result<Option<Vars>, InventoryError> {
+pub(super) fn load(
+    reader: &mut Reader,
+    dir: &Path,
+    subdir: &str,
+    entity: &str,
+) -> Result<Option<Vars>, InventoryError> {
     // Ansible skips names that look like absolute paths ('chroot' style hosts).
     if entity.starts_with('/') {
         return Ok(None);
@@ -27,12 +31,14 @@ pub fn load(dir: &Path, subdir: &str, entity: &str) -> Result<Option<Vars>, Inve
     }
     let mut vars = Vars::new();
     for file in files {
-        let text = read_source_text(&file)?;
-        let document = yaml_load::load(&text).map_err(|e| InventoryError::Parse {
-            path: file.clone(),
-            line: e.line,
-            message: e.message,
-        })?;
+        let text = reader.text(&file)?;
+        let document = reader
+            .yaml(&file, &text)
+            .map_err(|e| InventoryError::Parse {
+                path: file.clone(),
+                line: e.line,
+                message: e.message,
+            })?;
         match document {
             Some(Yaml::Map(pairs)) => {
                 for (key, value) in pairs {

@@ -148,7 +148,7 @@ fn is_truthy(value: &Yaml) -> bool {
         Yaml::Bool(b) => *b,
         Yaml::Int(i) => *i != 0,
         Yaml::Float(f) => *f != 0.0,
-        Yaml::Str(s) | Yaml::Unsafe(s) => !s.is_empty(),
+        Yaml::Str(s) | Yaml::Unsafe(s) | Yaml::Vault(s) => !s.is_empty(),
         Yaml::Seq(items) => !items.is_empty(),
         Yaml::Map(pairs) => !pairs.is_empty(),
     }

@@ -1,5 +1,6 @@
 //! YAML documents loaded the way Ansible's loader (PyYAML's SafeLoader, YAML 1.1) loads them:
-//! `yes`/`on` booleans, `0o`-less octals, sexagesimal numbers, `<<` merge keys, `!unsafe`.
+//! `yes`/`on` booleans, `0o`-less octals, sexagesimal numbers, `<<` merge keys, `!unsafe`,
+//! `!vault`.
 //! Events come from the parser under serde-saphyr; typing is ours so it matches PyYAML.
 
 use std::collections::HashMap;
@@ -17,6 +18,8 @@ pub enum Yaml {
     Str(String),
     /// `!unsafe`: a string Ansible never templates.
     Unsafe(String),
+    /// `!vault`: an inline Ansible Vault ciphertext, kept encrypted.
+    Vault(String),
     Seq(Vec<Yaml>),
     Map(Vec<(Yaml, Yaml)>),
 }
@@ -241,6 +244,7 @@ fn check_collection_tag(tag: Option<&Tag>, core: &str) -> Result<(), String> {
         None => Ok(()),
         Some(tag) if tag.core_suffix() == Some(core) => Ok(()),
         Some(tag) if tag.handle() == "!" && tag.suffix() == "unsafe" => Ok(()),
+        Some(tag) if is_vault_tag(tag) => Err(vault_needs_a_string(tag)),
         Some(tag) => Err(format!(
             "could not determine a constructor for the tag '{}'",
             tag.original()
@@ -256,10 +260,16 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Yaml, Str
             Yaml::Str(text.to_string())
         });
     };
+    if is_vault_tag(tag) {
+        // Like Ansible, the text is resolved as if untagged and must be a string.
+        return match resolve_plain(text) {
+            Yaml::Str(ciphertext) => Ok(Yaml::Vault(ciphertext)),
+            _ => Err(vault_needs_a_string(tag)),
+        };
+    }
     if tag.handle() == "!" {
         return match tag.suffix() {
             "unsafe" => Ok(Yaml::Unsafe(text.to_string())),
-            "vault" => Err(VAULT_TAG.into()),
             other => Err(format!(
                 "could not determine a constructor for the tag '!{other}'"
             )),
@@ -281,9 +291,14 @@ fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Yaml, Str
     }
 }
 
-/// The message for an inline `!vault` value; the caller adds the file.
-pub const VAULT_TAG: &str = "holds a !vault encrypted value; dropship cannot decrypt Ansible Vault: \
-    decrypt it (ansible-vault decrypt) or move the vault variables out of the inventory";
+/// `!vault`, or `!vault-encrypted` (its deprecated name).
+fn is_vault_tag(tag: &Tag) -> bool {
+    tag.handle() == "!" && matches!(tag.suffix(), "vault" | "vault-encrypted")
+}
+
+fn vault_needs_a_string(tag: &Tag) -> String {
+    format!("the '{}' tag requires a string value", tag.original())
+}
 
 /// PyYAML's implicit resolvers for plain scalars (YAML 1.1).
 fn resolve_plain(text: &str) -> Yaml {
@@ -458,6 +473,7 @@ impl Yaml {
             Yaml::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
             Yaml::Str(s) => Value::String(s.clone()),
             Yaml::Unsafe(s) => super::unsafe_value(s),
+            Yaml::Vault(s) => super::vault_value(s),
             Yaml::Seq(items) => Value::Array(items.iter().map(Yaml::to_json).collect()),
             Yaml::Map(pairs) => {
                 let mut map = Map::new();
@@ -472,12 +488,24 @@ impl Yaml {
     /// How json.dumps spells a mapping key.
     pub fn key_string(&self) -> String {
         match self {
-            Yaml::Str(s) | Yaml::Unsafe(s) => s.clone(),
+            Yaml::Str(s) | Yaml::Unsafe(s) | Yaml::Vault(s) => s.clone(),
             Yaml::Null => "null".into(),
             Yaml::Bool(b) => b.to_string(),
             Yaml::Int(i) => i.to_string(),
             Yaml::Float(f) => format!("{f:?}"),
             Yaml::Seq(_) | Yaml::Map(_) => self.to_json().to_string(),
+        }
+    }
+
+    /// Calls `f` with the ciphertext of every `!vault` value in the document.
+    pub fn for_each_vaulted(&self, f: &mut impl FnMut(&str)) {
+        match self {
+            Yaml::Vault(ciphertext) => f(ciphertext),
+            Yaml::Seq(items) => items.iter().for_each(|item| item.for_each_vaulted(f)),
+            Yaml::Map(pairs) => pairs
+                .iter()
+                .for_each(|(_, value)| value.for_each_vaulted(f)),
+            _ => {}
         }
     }
 
@@ -496,6 +524,7 @@ impl Yaml {
             Yaml::Int(_) => "int",
             Yaml::Float(_) => "float",
             Yaml::Str(_) | Yaml::Unsafe(_) => "str",
+            Yaml::Vault(_) => "EncryptedString",
             Yaml::Seq(_) => "list",
             Yaml::Map(_) => "dict",
         }
@@ -503,6 +532,10 @@ impl Yaml {
 }
 
 fn from_json(value: Value) -> Yaml {
+    // Ansible's JSON decoder reads `{"__ansible_vault": ciphertext}` as an encrypted string.
+    if let Some(ciphertext) = super::vault_text(&value) {
+        return Yaml::Vault(ciphertext.to_string());
+    }
     match value {
         Value::Null => Yaml::Null,
         Value::Bool(b) => Yaml::Bool(b),
@@ -564,7 +597,33 @@ mod tests {
             json_of("a: !unsafe '{{ x }}'\nb: !!str 1"),
             json!({"a": {"__ansible_unsafe": "{{ x }}"}, "b": "1"})
         );
-        assert!(load("a: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n").is_err());
+        // An inline vault value stays encrypted, shown as ansible-inventory shows it.
+        let vaulted = "$ANSIBLE_VAULT;1.1;AES256\n6162\n";
+        assert_eq!(
+            json_of("a: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6162\nb: [!vault-encrypted 'x']"),
+            json!({"a": {"__ansible_vault": vaulted}, "b": [{"__ansible_vault": "x"}]})
+        );
+        for not_a_string in [
+            "a: !vault 12",
+            "a: !vault",
+            "a: !vault [x]",
+            "a: !vault {x: 1}",
+        ] {
+            let err = load(not_a_string).unwrap_err().message;
+            assert!(
+                err.contains("'!vault' tag requires a string"),
+                "{not_a_string}: {err}"
+            );
+        }
+        // Ansible's JSON decoder reads `__ansible_vault` objects as vaulted values too.
+        let json_text = r#"{"t": {"__ansible_vault": "$ANSIBLE_VAULT;x"}}"#;
+        assert_eq!(
+            load(json_text).unwrap(),
+            Some(Yaml::Map(vec![(
+                Yaml::Str("t".into()),
+                Yaml::Vault("$ANSIBLE_VAULT;x".into())
+            )]))
+        );
         assert!(load("a: [1").unwrap_err().line.is_some());
         assert!(load("a: 1\n---\nb: 2\n").is_err());
         assert_eq!(load("").unwrap(), None);

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use crate::image::platform::Platform;
 use crate::image::{DiffId, Digest, ImageRecord, ImageRef};
 use crate::runtime::Holdings;
 
@@ -18,8 +19,8 @@ pub struct WantedImage {
     /// The registry's manifest (or index) digest, when the cache holds that manifest: runtimes
     /// that keep digests end with `repo@digest` too.
     pub registry_digest: Option<Digest>,
-    /// `os/arch[/variant]` from the image's config, when it says.
-    pub platform: Option<String>,
+    /// What the image was built for, when its record says.
+    pub platform: Option<Platform>,
 }
 
 /// Whether archives may leave out layers the node holds (off with `--no-delta`).
@@ -80,13 +81,16 @@ pub mod testing {
                 repo_tags: vec![tag],
                 repo_digests: vec![],
                 diff_ids: layers.iter().map(|l| digest(l)).collect(),
+                manifest: None,
+                index: None,
+                platform: None,
             },
             blobs: layers
                 .iter()
                 .map(|l| digest(&format!("blob-{l}")))
                 .collect(),
             registry_digest: None,
-            platform: Some("linux/amd64".into()),
+            platform: Some(Platform::new("linux", "amd64", None)),
         }
     }
 }

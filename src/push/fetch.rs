@@ -9,9 +9,11 @@ use super::decide::WantedImage;
 use super::plan::{Delegate, Plan};
 use super::progress::Progress;
 use crate::facts::{self, FactsError};
+use crate::image::cache::Stored;
+use crate::image::platform::Platform;
 use crate::image::source::localhost::{LocalDaemon, ProgressHook, PullEvent};
 use crate::image::source::{self, FetchReport, SourceError};
-use crate::image::{Cache, CacheError};
+use crate::image::{Cache, CacheError, Digest, ImageRecord, ImageRef, LayerBlob};
 use crate::runtime::Runtime;
 use crate::runtime::delegate::{RemoteDelegate, Unsupported};
 use crate::ssh::{Connector, Session, SshError};
@@ -72,32 +74,40 @@ fn wanted_images(
                 reference: reference.to_string(),
                 id: image.id.to_string(),
             })?;
+            let blobs = cache.layer_blobs(&record)?;
             Ok(WantedImage {
                 reference: reference.clone(),
-                platform: platform_of(&cache.read_config(&record.id)?),
+                registry_digest: registry_digest(&record, &blobs, reference),
+                blobs: blobs.iter().map(|blob| blob.descriptor.digest).collect(),
+                platform: record.platform.clone(),
                 record,
-                // Known once the cache keeps the blobs as served (a registry's manifest).
-                blobs: Vec::new(),
-                registry_digest: None,
             })
         })
         .collect()
 }
 
-/// `os/arch[/variant]` as an image config states it.
-fn platform_of(config: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Config {
-        os: Option<String>,
-        architecture: Option<String>,
-        variant: Option<String>,
+/// The registry digest an OCI archive names the image by as `reference`'s `repo@digest`: the
+/// top of what the registry served (its index, else its manifest), when every layer is sent
+/// as served and the image was pulled under that repository.
+fn registry_digest(
+    record: &ImageRecord,
+    blobs: &[LayerBlob],
+    reference: &ImageRef,
+) -> Option<Digest> {
+    record.manifest.as_ref()?;
+    if !blobs.iter().all(|blob| blob.stored == Stored::Served) {
+        return None;
     }
-    let config: Config = serde_json::from_slice(config).ok()?;
-    let mut platform = format!("{}/{}", config.os?, config.architecture?);
-    if let Some(variant) = config.variant.filter(|v| !v.is_empty()) {
-        platform = format!("{platform}/{variant}");
-    }
-    Some(platform)
+    let top = record.index.as_ref().or(record.manifest.as_ref())?.digest;
+    let top_text = top.to_string();
+    record
+        .repo_digests
+        .iter()
+        .filter_map(|name| ImageRef::parse(name).ok())
+        .any(|name| {
+            name.repository() == reference.repository() && name.digest() == Some(top_text.as_str())
+        })
+        .then_some(top)
 }
 
 /// Fill the cache from the delegate, or (`--offline`) only check that it has every image.
@@ -154,10 +164,19 @@ async fn remote_fetch(
     runtime
         .ready(&facts)
         .map_err(|unready| FetchError::DelegateRuntime {
-            delegate,
+            delegate: delegate.clone(),
             reason: unready.to_string(),
         })?;
-    let daemon = RemoteDelegate::new(session, become_, plan.platform.clone(), runtime, &facts)?;
+    let platform = match &plan.platform {
+        Some(text) => Some(
+            Platform::parse(text).map_err(|e| FetchError::DelegateRuntime {
+                delegate: delegate.clone(),
+                reason: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    let daemon = RemoteDelegate::new(session, become_, platform, runtime, &facts)?;
     let (retry, seed) = (plan.settings.retry, plan.settings.seed);
     Ok(source::fetch(&daemon, cache, &plan.images, plan.pull, retry, seed).await?)
 }
@@ -174,19 +193,4 @@ fn pull_progress(progress: Progress) -> ProgressHook {
             );
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_platform_is_the_configs() {
-        let config = br#"{"architecture":"arm64","os":"linux","variant":"v8","rootfs":{}}"#;
-        assert_eq!(platform_of(config).as_deref(), Some("linux/arm64/v8"));
-        let config = br#"{"architecture":"amd64","os":"linux","variant":""}"#;
-        assert_eq!(platform_of(config).as_deref(), Some("linux/amd64"));
-        assert_eq!(platform_of(br#"{"os":"linux"}"#), None);
-        assert_eq!(platform_of(b"not json"), None);
-    }
 }

@@ -16,6 +16,7 @@ use super::progress::Progress;
 use super::report::{HostReport, HostStatus, ImageAction, ImageResult};
 use super::transfer::{self, Landing};
 use crate::facts::{self, Facts, FactsError};
+use crate::image::platform::Platform;
 use crate::image::{ArchiveFormat, ArchivePlan, Cache, CacheError, DiffId, ImageId};
 use crate::retry::{self, Jitter, Transient};
 use crate::runtime::{self, Expected, LoadRequest, Runtime, Unready};
@@ -281,11 +282,15 @@ async fn act(
         host: host.to_string(),
         source,
     };
-    let plan = ctx.cache.archive_plan(&ids, &omit).map_err(cache_error)?;
+    let layout = runtime.archive_layout();
+    let plan = ctx
+        .cache
+        .archive_plan(&ids, &omit, layout, format)
+        .map_err(cache_error)?;
     outcome.status = HostStatus::Loaded;
     outcome.bytes_saved = plan.saved_bytes;
     if ctx.settings.check {
-        outcome.would_send = wire_size(&plan, format).unwrap_or(plan.raw_bytes);
+        outcome.would_send = plan.wire_bytes().unwrap_or(plan.raw_bytes);
         return Ok(outcome);
     }
     let expected: Vec<Expected> = chosen.iter().map(|w| runtime.expected(w)).collect();
@@ -298,7 +303,7 @@ async fn act(
         platform,
     };
     let delta_used = !plan.omitted.is_empty();
-    match send(ctx, &node, plan, format, sent).await {
+    match send(ctx, &node, plan, sent).await {
         Err(NodeError::Load { stderr, .. }) if delta_used => {
             // The node did not take an archive with layers left out (its store is not what
             // its facts said): what the failed load left is removed, and the same attempt
@@ -314,9 +319,9 @@ async fn act(
             outcome.bytes_saved = 0;
             let full = ctx
                 .cache
-                .archive_plan(&ids, &HashSet::new())
+                .archive_plan(&ids, &HashSet::new(), layout, format)
                 .map_err(cache_error)?;
-            send(ctx, &node, full, format, sent).await?;
+            send(ctx, &node, full, sent).await?;
         }
         other => other?,
     }
@@ -324,31 +329,26 @@ async fn act(
 }
 
 /// The platform all of `images` are for, when they agree.
-fn common_platform<'a>(images: &[&'a WantedImage]) -> Option<&'a str> {
-    let first = images.first()?.platform.as_deref()?;
+fn common_platform<'a>(images: &[&'a WantedImage]) -> Option<&'a Platform> {
+    let first = images.first()?.platform.as_ref()?;
     images
         .iter()
-        .all(|image| image.platform.as_deref() == Some(first))
+        .all(|image| image.platform.as_ref() == Some(first))
         .then_some(first)
 }
 
-/// The exact bytes on the wire, where known before sending.
-fn wire_size(plan: &ArchivePlan, format: ArchiveFormat) -> Option<u64> {
-    match format {
-        ArchiveFormat::Zstd => Some(plan.compressed_bytes),
-        ArchiveFormat::Tar => Some(plan.raw_bytes),
-        ArchiveFormat::Gzip => None,
-    }
-}
-
 /// The name a kept archive gets on the node: the same content gets the same name.
-fn archive_name(plan: &ArchivePlan, format: ArchiveFormat) -> String {
+fn archive_name(plan: &ArchivePlan) -> String {
     let mut hasher = Sha256::new();
     for id in plan.images.iter().chain(&plan.omitted) {
         hasher.update(id.to_string().as_bytes());
     }
     let digest = hex::encode(hasher.finalize());
-    format!("dropship-{}.{}", &digest[..16], transfer::extension(format))
+    format!(
+        "dropship-{}.{}",
+        &digest[..16],
+        transfer::extension(plan.format)
+    )
 }
 
 /// One node as a transfer sees it.
@@ -359,27 +359,26 @@ struct Node<'a> {
     runtime: Runtime,
     expected: &'a [Expected],
     /// The platform of the images sent, when they share one.
-    platform: Option<&'a str>,
+    platform: Option<&'a Platform>,
 }
 
 async fn send(
     ctx: &NodeContext<'_>,
     node: &Node<'_>,
     plan: ArchivePlan,
-    format: ArchiveFormat,
     sent: &Arc<AtomicU64>,
 ) -> Result<(), NodeError> {
     let host = node.target.host.name();
     let landing = if ctx.settings.keep_remote_cache {
-        Landing::keep(&ctx.settings.local_release_dir, archive_name(&plan, format))
+        Landing::keep(&ctx.settings.local_release_dir, archive_name(&plan))
     } else {
         Landing::Stream
     };
-    let size = wire_size(&plan, format);
+    let size = plan.wire_bytes();
     let command = node.runtime.load_command(
         node.facts,
         &LoadRequest {
-            format,
+            format: plan.format,
             landing: &landing,
             size,
             expected: node.expected,
@@ -391,7 +390,7 @@ async fn send(
     let _bar = ctx
         .progress
         .transfer(host, size.unwrap_or(plan.raw_bytes), sent.clone());
-    let reader = ctx.cache.archive_reader(plan, format);
+    let reader = ctx.cache.archive_reader(plan);
     let output = node
         .session
         .exec(&command)

@@ -22,6 +22,8 @@ use super::delegate::Next;
 use super::transfer::Loader;
 use super::{Expected, Holdings, LoadRequest, Mismatch, Unready, digest_of_name, node_platform};
 use crate::facts::{Facts, Sections};
+use crate::image::manifest::{self, Content};
+use crate::image::platform::Platform;
 use crate::image::{DiffId, Digest, ImageId, ImageRef};
 use crate::push::decide::WantedImage;
 use crate::ssh::{RemoteCommand, quote, quote_words};
@@ -31,10 +33,6 @@ pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 /// The label kubelet's image GC respects (containerd ≥ 1.6.25 / 1.7.10 report it to the CRI).
 pub const PINNED_LABEL: &str = "io.cri-containerd.pinned=pinned";
 const CONTENT_MARK: &str = "@@dropship content@@";
-/// Whether archives for containerd leave out the layers a node holds. They are docker-archives
-/// until the cache writes OCI layouts, and `ctr import` of a docker-archive needs every layer
-/// file its `manifest.json` names.
-pub const DELTA: bool = false;
 
 /// Its part of the facts script. The CRI's settings are read from `containerd config dump`
 /// (the daemon's own config file and its imports, as kind reads them): version 2 keeps them
@@ -375,18 +373,15 @@ pub fn ready(facts: &Facts) -> Result<(), Unready> {
 /// What the `k8s.io` namespace holds, and the layers the CRI's snapshotter has.
 pub struct ContainerdHoldings<'a> {
     store: &'a Store,
-    /// Whether archives may leave layers out: only an OCI layout can (a docker-archive must
-    /// carry every layer file `manifest.json` lists).
-    delta: bool,
 }
 
-pub fn holdings(facts: &Facts, delta: bool) -> ContainerdHoldings<'_> {
+pub fn holdings(facts: &Facts) -> ContainerdHoldings<'_> {
     static EMPTY: std::sync::OnceLock<Store> = std::sync::OnceLock::new();
     let store = facts
         .containerd
         .as_ref()
         .map_or_else(|| EMPTY.get_or_init(Store::default), |c| &c.store);
-    ContainerdHoldings { store, delta }
+    ContainerdHoldings { store }
 }
 
 impl Holdings for ContainerdHoldings<'_> {
@@ -414,9 +409,6 @@ impl Holdings for ContainerdHoldings<'_> {
     }
 
     fn held_layers(&self, images: &[&WantedImage]) -> HashSet<DiffId> {
-        if !self.delta {
-            return HashSet::new();
-        }
         let mut held = HashSet::new();
         let mut needed = HashSet::new();
         for image in images {
@@ -472,9 +464,15 @@ impl ContainerdFacts {
     /// naming absent ones would fail (kind#3795). On 2.x the transfer service unpacks only for
     /// its `unpack_config` (the host platform and overlayfs by default): anything else goes
     /// through `--local`, as 1.x always does.
-    pub fn import_args(&self, platform: &str, node: &str, pin: bool) -> Vec<String> {
+    pub fn import_args(
+        &self,
+        platform: &Platform,
+        node: Option<&Platform>,
+        pin: bool,
+    ) -> Vec<String> {
         let mut args: Vec<String> = vec!["images".into(), "import".into()];
-        if self.is_v2() && (self.snapshotter() != DEFAULT_SNAPSHOTTER || platform != node) {
+        let host_platform = node.is_some_and(|node| node.normalized() == platform.normalized());
+        if self.is_v2() && (self.snapshotter() != DEFAULT_SNAPSHOTTER || !host_platform) {
             args.push("--local".into());
         }
         args.extend(["--platform".into(), platform.to_string()]);
@@ -489,11 +487,12 @@ impl ContainerdFacts {
     /// The import, with 1.x's pin as a second command (1.6/1.7 have no `--label` on import).
     pub fn loader(&self, request: &LoadRequest<'_>, machine: &str) -> Loader {
         let node = node_platform(machine);
-        let platform = request.platform.unwrap_or(&node);
+        let fallback = Platform::new("linux", "amd64", None);
+        let platform = request.platform.or(node.as_ref()).unwrap_or(&fallback);
         let import = format!(
             "{} {}",
             self.ctr(),
-            quote_words(&self.import_args(platform, &node, request.pin))
+            quote_words(&self.import_args(platform, node.as_ref(), request.pin))
         );
         let after = (request.pin && !self.is_v2()).then(|| {
             format!(
@@ -526,7 +525,7 @@ impl ContainerdFacts {
         ))
     }
 
-    pub fn notes(&self, pin: bool, machine: &str, platform: Option<&str>) -> Vec<String> {
+    pub fn notes(&self, pin: bool, machine: &str, platform: Option<&Platform>) -> Vec<String> {
         let mut notes = Vec::new();
         if !self.cri {
             notes.push(
@@ -538,8 +537,9 @@ impl ContainerdFacts {
                 "images are labelled pinned, but containerd {version} does not report pins to kubelet (1.6.25, 1.7.10 or 2.0 do)"
             ));
         }
-        let node = node_platform(machine);
-        if let Some(platform) = platform.filter(|p| *p != node) {
+        if let (Some(node), Some(platform)) = (node_platform(machine), platform)
+            && node.rank(platform).is_none()
+        {
             notes.push(format!(
                 "the node says it is {node}, the images are {platform}: kubelet will not use them"
             ));
@@ -548,44 +548,22 @@ impl ContainerdFacts {
     }
 }
 
-/// A manifest's config, or an index's manifest for `platform` (`linux/arm64`, `linux/arm/v7`):
-/// what `ctr content get` printed.
-pub fn config_or_manifest(json: &str, platform: &str) -> Result<Next, String> {
-    #[derive(serde::Deserialize)]
-    struct Blob {
-        config: Option<Descriptor>,
-        manifests: Option<Vec<Descriptor>>,
+/// A manifest's config, or an index's manifest for `platform` (as containerd picks it): what
+/// `ctr content get` printed.
+pub fn config_or_manifest(bytes: &[u8], platform: &Platform) -> Result<Next, String> {
+    let parsed = manifest::parse(None, bytes.to_vec().into()).map_err(|e| e.to_string())?;
+    match parsed.content {
+        Content::Image(image) => Ok(Next::Config(image.config.digest)),
+        Content::Index(index) => index
+            .select(platform)
+            .map(|entry| Next::Manifest(entry.digest))
+            .ok_or_else(|| {
+                format!(
+                    "the index has no manifest for {platform} (only {})",
+                    index.platforms().join(", ")
+                )
+            }),
     }
-    #[derive(serde::Deserialize)]
-    struct Descriptor {
-        digest: Digest,
-        platform: Option<Platform>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Platform {
-        os: String,
-        architecture: String,
-        variant: Option<String>,
-    }
-    let blob: Blob =
-        serde_json::from_str(json).map_err(|e| format!("not a manifest or an index: {e}"))?;
-    if let Some(config) = blob.config {
-        return Ok(Next::Config(config.digest));
-    }
-    let mut wanted = platform.split('/');
-    let (os, arch, variant) = (wanted.next(), wanted.next(), wanted.next());
-    blob.manifests
-        .unwrap_or_default()
-        .into_iter()
-        .find(|m| {
-            m.platform.as_ref().is_some_and(|p| {
-                Some(p.os.as_str()) == os
-                    && Some(p.architecture.as_str()) == arch
-                    && (variant.is_none() || p.variant.as_deref() == variant)
-            })
-        })
-        .map(|m| Next::Manifest(m.digest))
-        .ok_or_else(|| format!("the index has no manifest for {platform}"))
 }
 
 /// Every name a load creates: the tags, and the digest names.

@@ -15,6 +15,7 @@ use tokio::io::AsyncWrite;
 
 use super::{ContainerdFacts, Runtime, node_platform};
 use crate::facts::Facts;
+use crate::image::platform::Platform;
 use crate::image::source::{Daemon, Inspected, SourceError, classify_pull_message};
 use crate::image::{Digest, ImageRef};
 use crate::ssh::{Become, RemoteCommand, Session, quote, quote_words};
@@ -28,8 +29,8 @@ enum Tool {
 pub struct RemoteDelegate<'a> {
     session: &'a Session,
     become_: Option<&'a Become>,
-    /// `--platform`, else the delegate's own (containerd pulls and exports one platform).
-    platform: Option<String>,
+    /// `--platform`, else (containerd pulls and exports one platform) the delegate's own.
+    platform: Option<Platform>,
     tool: Tool,
 }
 
@@ -47,7 +48,7 @@ impl<'a> RemoteDelegate<'a> {
     pub fn new(
         session: &'a Session,
         become_: Option<&'a Become>,
-        platform: Option<String>,
+        platform: Option<Platform>,
         runtime: Runtime,
         facts: &Facts,
     ) -> Result<Self, Unsupported> {
@@ -64,7 +65,7 @@ impl<'a> RemoteDelegate<'a> {
             }
         };
         let platform = match tool {
-            Tool::Containerd(_) => platform.or_else(|| Some(node_platform(&facts.arch))),
+            Tool::Containerd(_) => platform.or_else(|| node_platform(&facts.arch)),
             Tool::Docker => platform,
         };
         Ok(RemoteDelegate {
@@ -122,14 +123,15 @@ impl<'a> RemoteDelegate<'a> {
         let Some(image) = store.images.first() else {
             return Err(self.failure(action(), format!("{reference}: not found")));
         };
-        let platform = self.platform.as_deref().unwrap_or("linux/amd64");
+        let fallback = Platform::new("linux", "amd64", None);
+        let platform = self.platform.as_ref().unwrap_or(&fallback);
         let mut digest = image.target;
         // An index, then its manifest for the platform: at most two reads of small blobs.
         for _ in 0..2 {
             let blob = self
                 .output(&self.shell(containerd.content_command(&digest)), action())
                 .await?;
-            match super::containerd::config_or_manifest(&blob, platform) {
+            match super::containerd::config_or_manifest(blob.as_bytes(), platform) {
                 Ok(Next::Config(config)) => {
                     return Ok(Inspected {
                         id: config,
@@ -157,10 +159,10 @@ impl Daemon for RemoteDelegate<'_> {
 
     async fn pull(&self, reference: &ImageRef) -> Result<(), SourceError> {
         let command = match &self.tool {
-            Tool::Docker => self.command(docker_pull_args(reference, self.platform.as_deref())),
-            Tool::Containerd(containerd) => self.shell(
-                containerd.pull_command(reference, self.platform.as_deref().unwrap_or_default()),
-            ),
+            Tool::Docker => self.command(docker_pull_args(reference, self.platform.as_ref())),
+            Tool::Containerd(containerd) => {
+                self.shell(containerd.pull_command(reference, self.platform.as_ref()))
+            }
         };
         tracing::info!("pulling {reference} on {}", self.name());
         let output = self.session.exec(&command).run().await?;
@@ -185,14 +187,14 @@ impl Daemon for RemoteDelegate<'_> {
     ) -> Result<(), SourceError> {
         let command = match &self.tool {
             Tool::Docker => self.command(
-                std::iter::once("docker".to_string())
-                    .chain(std::iter::once("save".to_string()))
+                ["docker".to_string(), "save".to_string()]
+                    .into_iter()
                     .chain(names.iter().cloned())
                     .collect(),
             ),
-            Tool::Containerd(containerd) => self.shell(
-                containerd.export_command(names, self.platform.as_deref().unwrap_or_default()),
-            ),
+            Tool::Containerd(containerd) => {
+                self.shell(containerd.export_command(names, self.platform.as_ref()))
+            }
         };
         let output = self.session.exec(&command).stdout_to(out).run().await?;
         if output.success() {
@@ -209,7 +211,7 @@ impl Daemon for RemoteDelegate<'_> {
     }
 }
 
-fn docker_pull_args(reference: &ImageRef, platform: Option<&str>) -> Vec<String> {
+fn docker_pull_args(reference: &ImageRef, platform: Option<&Platform>) -> Vec<String> {
     let mut args = vec!["docker".into(), "pull".into(), "--quiet".into()];
     if let Some(platform) = platform {
         args.extend(["--platform".to_string(), platform.to_string()]);
@@ -243,13 +245,13 @@ fn parse_docker_inspect(text: &str) -> Result<Inspected, String> {
 }
 
 impl ContainerdFacts {
-    /// `ctr images pull` of one image for one platform, through the CRI's registry hosts.
-    pub fn pull_command(&self, reference: &ImageRef, platform: &str) -> String {
+    /// `ctr images pull` of one image (for one platform), through the CRI's registry hosts.
+    pub fn pull_command(&self, reference: &ImageRef, platform: Option<&Platform>) -> String {
         format!(
-            "{} images pull {} --platform {} {} >/dev/null",
+            "{} images pull {}{} {} >/dev/null",
             self.ctr(),
             self.hosts_dir_flag(),
-            quote(platform),
+            platform_flag(platform),
             quote(&reference.to_string())
         )
     }
@@ -280,7 +282,7 @@ impl ContainerdFacts {
     /// One `ctr images export -` of `names` for one platform, to stdout. Images whose content
     /// is incomplete (their layer blobs were discarded after unpacking) are pulled again first,
     /// with the pull's output kept off stdout: stdout is the archive.
-    pub fn export_command(&self, names: &[String], platform: &str) -> String {
+    pub fn export_command(&self, names: &[String], platform: Option<&Platform>) -> String {
         let names: Vec<String> = names
             .iter()
             .map(|name| ImageRef::parse(name).map_or_else(|_| name.clone(), |r| r.to_string()))
@@ -289,16 +291,23 @@ impl ContainerdFacts {
             "set -e\n\
              for n in {names}; do\n\
              \x20 if {ctr} images check \"name==$n\" | grep -q incomplete; then\n\
-             \x20   {ctr} images pull {hosts} --platform {platform} \"$n\" >/dev/null\n\
+             \x20   {ctr} images pull {hosts}{platform} \"$n\" >/dev/null\n\
              \x20 fi\n\
              done\n\
-             {ctr} images export --platform {platform} - {names}",
+             {ctr} images export{platform} - {names}",
             names = quote_words(&names),
             ctr = self.ctr(),
             hosts = self.hosts_dir_flag(),
-            platform = quote(platform),
+            platform = platform_flag(platform),
         )
     }
+}
+
+/// ` --platform P`, or nothing.
+fn platform_flag(platform: Option<&Platform>) -> String {
+    platform.map_or_else(String::new, |p| {
+        format!(" --platform {}", quote(&p.to_string()))
+    })
 }
 
 #[cfg(test)]
@@ -316,7 +325,7 @@ mod tests {
     fn docker_pulls_for_the_platform_asked_and_inspects_id_and_digests() {
         let reference = ImageRef::parse("reg:5000/app:v1").unwrap();
         assert_eq!(
-            docker_pull_args(&reference, Some("linux/arm64")),
+            docker_pull_args(&reference, Platform::parse("linux/arm64").ok().as_ref()),
             [
                 "docker",
                 "pull",
@@ -344,13 +353,13 @@ mod tests {
         let reference = ImageRef::parse("nginx:1.27").unwrap();
         let mut facts = containerd();
         assert_eq!(
-            facts.pull_command(&reference, "linux/amd64"),
+            facts.pull_command(&reference, Platform::parse("linux/amd64").ok().as_ref()),
             "ctr -a '/run/containerd/containerd.sock' -n k8s.io images pull --hosts-dir '/etc/containerd/certs.d' --platform 'linux/amd64' 'docker.io/library/nginx:1.27' >/dev/null"
         );
         facts.config.hosts_dir = Some("/opt/certs.d".into());
         assert!(
             facts
-                .pull_command(&reference, "linux/arm64")
+                .pull_command(&reference, Some(&Platform::parse("linux/arm64").unwrap()))
                 .contains("--hosts-dir '/opt/certs.d' --platform 'linux/arm64'")
         );
         assert_eq!(
@@ -363,7 +372,7 @@ mod tests {
     fn the_export_pulls_incomplete_images_again_and_writes_only_the_archive_to_stdout() {
         let script = containerd().export_command(
             &["nginx:1.27".into(), "reg:5000/app:v1".into()],
-            "linux/amd64",
+            Platform::parse("linux/amd64").ok().as_ref(),
         );
         assert!(script.starts_with("set -e\n"), "{script}");
         assert!(

@@ -29,7 +29,8 @@ pub use crio::CrioFacts;
 pub use docker::DockerFacts;
 
 use crate::facts::Facts;
-use crate::image::{ArchiveFormat, DiffId, Digest, ImageId};
+use crate::image::platform::Platform;
+use crate::image::{ArchiveFormat, ArchiveLayout, DiffId, Digest, ImageId};
 use crate::push::decide::WantedImage;
 use crate::push::transfer::{self, Landing};
 use crate::ssh::{Become, RemoteCommand};
@@ -82,8 +83,8 @@ pub struct LoadRequest<'a> {
     pub expected: &'a [Expected],
     /// `dropship_pin_images`: label what is loaded so that kubelet's image GC keeps it.
     pub pin: bool,
-    /// The platform the images are for (`linux/amd64`), where known.
-    pub platform: Option<&'a str>,
+    /// The platform the images are for, where known.
+    pub platform: Option<&'a Platform>,
     pub become_: Option<&'a Become>,
 }
 
@@ -154,8 +155,22 @@ impl Runtime {
     pub fn holdings(self, facts: &Facts) -> Box<dyn Holdings + '_> {
         match self {
             Runtime::Docker => Box::new(docker::holdings(facts)),
-            Runtime::Containerd => Box::new(containerd::holdings(facts, containerd::DELTA)),
+            Runtime::Containerd => Box::new(containerd::holdings(facts)),
             Runtime::Crio => Box::new(crio::holdings(facts)),
+        }
+    }
+
+    /// The archive layout it loads: Docker a docker-archive whose layers it can open (not zstd:
+    /// 20.10 does not read it), containerd an OCI image layout (registry manifests and digests
+    /// kept, layers it holds left out), podman a docker-archive with zstd layers as they are
+    /// (it cannot take an OCI archive of several images, nor one with layers left out).
+    pub fn archive_layout(self) -> ArchiveLayout {
+        match self {
+            Runtime::Docker => ArchiveLayout::Docker {
+                zstd_members: false,
+            },
+            Runtime::Containerd => ArchiveLayout::Oci,
+            Runtime::Crio => ArchiveLayout::Docker { zstd_members: true },
         }
     }
 
@@ -275,7 +290,7 @@ impl Runtime {
     }
 
     /// Things worth telling about this node's runtime that do not stop the push.
-    pub fn notes(self, facts: &Facts, pin: bool, platform: Option<&str>) -> Vec<String> {
+    pub fn notes(self, facts: &Facts, pin: bool, platform: Option<&Platform>) -> Vec<String> {
         match self {
             Runtime::Containerd => facts
                 .containerd
@@ -308,23 +323,9 @@ fn check_ids(
     Ok(())
 }
 
-/// Go's name for a `uname -m` machine, as image platforms spell it.
-pub fn go_arch(machine: &str) -> &str {
-    match machine {
-        "x86_64" | "amd64" => "amd64",
-        "aarch64" | "arm64" => "arm64",
-        "armv7l" | "armv7" | "armhf" => "arm",
-        "i686" | "i386" => "386",
-        "ppc64le" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
-}
-
-/// `linux/<arch>` for a node's `uname -m`.
-pub fn node_platform(machine: &str) -> String {
-    format!("linux/{}", go_arch(machine))
+/// The node's own platform, from its `uname -m`.
+pub fn node_platform(machine: &str) -> Option<Platform> {
+    Platform::from_uname_machine(machine).ok()
 }
 
 /// The digest a `repo@sha256:…` name carries.
@@ -430,12 +431,5 @@ mod tests {
         assert_eq!(check_ids(&id.hex(), &expected, |i| i.hex()), Ok(()));
         let err = check_ids("", &expected, |i| i.hex()).unwrap_err();
         assert_eq!(err.found, "missing");
-    }
-
-    #[test]
-    fn machines_map_to_go_arches() {
-        assert_eq!(node_platform("x86_64"), "linux/amd64");
-        assert_eq!(node_platform("aarch64"), "linux/arm64");
-        assert_eq!(go_arch("mips"), "mips");
     }
 }

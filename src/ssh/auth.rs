@@ -113,7 +113,7 @@ impl std::fmt::Debug for Passphrase {
 
 /// Asked on the terminal with echo off.
 fn ask_passphrase(path: &Path) -> Result<String, String> {
-    super::tty::prompt_hidden(&format!("Enter passphrase for key '{}': ", path.display())).map_err(
+    crate::tty::prompt_hidden(&format!("Enter passphrase for key '{}': ", path.display())).map_err(
         |e| format!("it is encrypted, {PASSPHRASE_ENV} is not set and no terminal to ask on ({e})"),
     )
 }

@@ -25,7 +25,6 @@ mod host_keys;
 pub mod known_hosts;
 mod options;
 mod session;
-mod tty;
 
 pub use auth::{PASSPHRASE_ENV, Passphrase};
 pub use command::{RemoteCommand, quote, quote_words};

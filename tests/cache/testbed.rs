@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::support::{DOCKER, Testbed, docker, stdout, succeed};
 use dropship::image::source::localhost::LocalDaemon;
 use dropship::image::source::{self, FetchReport, PullPolicy, SourceError, resolve_offline};
-use dropship::image::{ArchiveFormat, Cache, CacheError, ImageId, ImageRef};
+use dropship::image::{ArchiveFormat, ArchiveLayout, Cache, CacheError, ImageId, ImageRef};
 use dropship::retry::RetryPolicy;
 use tokio::io::AsyncReadExt;
 
@@ -81,6 +81,19 @@ fn assert_images_on(host: &str, names: &[String], ids: &[ImageId], context: &str
 
 /// Stream an archive into `zstd -dc | docker load` on a node, like a push does over SSH.
 /// Returns the streaming error, if any, and whether `docker load` succeeded.
+/// The docker-archive a Docker node is sent.
+fn docker_plan(
+    cache: &Cache,
+    ids: &[ImageId],
+    omit: &HashSet<dropship::image::DiffId>,
+    format: ArchiveFormat,
+) -> dropship::image::ArchivePlan {
+    let layout = ArchiveLayout::Docker {
+        zstd_members: false,
+    };
+    cache.archive_plan(ids, omit, layout, format).unwrap()
+}
+
 async fn load_on(
     host: &str,
     mut archive: impl tokio::io::AsyncRead + Unpin,
@@ -251,13 +264,8 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
     // A node holding the first image gets the others without the layers it already has.
     let node2 = tb.node("node2").docker_host.clone();
     empty_daemon(&node2);
-    let first = cache.archive_plan(&ids[..1], &HashSet::new()).unwrap();
-    let (err, ok) = load_on(
-        &node2,
-        cache.archive_reader(first, ArchiveFormat::Zstd),
-        ArchiveFormat::Zstd,
-    )
-    .await;
+    let first = docker_plan(&cache, &ids[..1], &HashSet::new(), ArchiveFormat::Zstd);
+    let (err, ok) = load_on(&node2, cache.archive_reader(first), ArchiveFormat::Zstd).await;
     assert!(err.is_none() && ok);
     let present: HashSet<_> = cache
         .record(&ids[0])
@@ -266,16 +274,11 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
         .diff_ids
         .into_iter()
         .collect();
-    let delta = cache.archive_plan(&ids[1..], &present).unwrap();
-    let full = cache.archive_plan(&ids[1..], &HashSet::new()).unwrap();
+    let delta = docker_plan(&cache, &ids[1..], &present, ArchiveFormat::Zstd);
+    let full = docker_plan(&cache, &ids[1..], &HashSet::new(), ArchiveFormat::Zstd);
     assert!(!delta.omitted.is_empty(), "the images share a base layer");
     assert!(delta.compressed_bytes + delta.saved_bytes <= full.compressed_bytes + 1024);
-    let (err, ok) = load_on(
-        &node2,
-        cache.archive_reader(delta, ArchiveFormat::Zstd),
-        ArchiveFormat::Zstd,
-    )
-    .await;
+    let (err, ok) = load_on(&node2, cache.archive_reader(delta), ArchiveFormat::Zstd).await;
     assert!(
         err.is_none() && ok,
         "docker load of the delta archive failed"
@@ -285,8 +288,8 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
     // Nodes without zstd get plain tar or gzip, layers decompressed on the fly.
     for format in [ArchiveFormat::Gzip, ArchiveFormat::Tar] {
         empty_daemon(&node1);
-        let plan = cache.archive_plan(&ids, &HashSet::new()).unwrap();
-        let (err, ok) = load_on(&node1, cache.archive_reader(plan, format), format).await;
+        let plan = docker_plan(&cache, &ids, &HashSet::new(), format);
+        let (err, ok) = load_on(&node1, cache.archive_reader(plan), format).await;
         assert!(
             err.is_none() && ok,
             "docker load of the {format:?} archive failed"
@@ -312,13 +315,8 @@ async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
 
     let node3 = tb.node("node3").docker_host.clone();
     empty_daemon(&node3);
-    let plan = cache.archive_plan(&ids[..1], &HashSet::new()).unwrap();
-    let (err, ok) = load_on(
-        &node3,
-        cache.archive_reader(plan, ArchiveFormat::Zstd),
-        ArchiveFormat::Zstd,
-    )
-    .await;
+    let plan = docker_plan(&cache, &ids[..1], &HashSet::new(), ArchiveFormat::Zstd);
+    let (err, ok) = load_on(&node3, cache.archive_reader(plan), ArchiveFormat::Zstd).await;
     let err = err.expect("the stream must fail");
     assert!(err.to_string().contains(&victim.to_string()), "{err}");
     assert!(!ok, "docker load must not succeed");

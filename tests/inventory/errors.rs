@@ -8,11 +8,20 @@ use crate::support::ansible::dropship;
 struct BadInput {
     name: &'static str,
     files: &'static [(&'static str, &'static str)],
-    /// Extra arguments after `inventory -i <first file>`.
+    /// Extra arguments after `inventory -i <first file>` (`{dir}` is the case directory).
     args: &'static [&'static str],
     /// Every one of these must appear in stderr (`{dir}` is the case directory).
     expect: &'static [&'static str],
 }
+
+/// "deploy", encrypted by ansible-vault with the password "fixture-password".
+const VAULTED_DEPLOY: &str = "$ANSIBLE_VAULT;1.1;AES256
+61353438303261383634333665366364313534346330636433613636333536393332386336353561
+3864666636323432653664613430383930656265653365660a616361653966343235663763656263
+63366361333031613331393739656131323331353665353736326566666563343066376530643231
+3231396361303764340a613134376362653262643036396639653034613564303930646665376235
+3562
+";
 
 const CASES: &[BadInput] = &[
     BadInput {
@@ -67,39 +76,57 @@ const CASES: &[BadInput] = &[
         expect: &["{dir}/hosts.ini:2:", "No closing quotation"],
     },
     BadInput {
-        name: "vault-encrypted group_vars file",
+        name: "vault-encrypted group_vars file without a password",
         files: &[
             ("hosts.ini", "[g]\nh1\n"),
-            (
-                "group_vars/all.yml",
-                "$ANSIBLE_VAULT;1.1;AES256\n6162636465\n",
-            ),
+            ("group_vars/all.yml", VAULTED_DEPLOY),
         ],
         args: &["--list"],
         expect: &[
-            "{dir}/group_vars/all.yml",
-            "Ansible Vault",
-            "cannot decrypt",
-            "ansible-vault decrypt",
+            "{dir}/group_vars/all.yml: encrypted with Ansible Vault",
+            "no vault password given",
+            "--vault-password-file",
         ],
     },
     BadInput {
-        name: "vault-encrypted inventory",
-        files: &[("hosts.yml", "$ANSIBLE_VAULT;1.1;AES256\n6162636465\n")],
+        name: "vault-encrypted inventory without a password",
+        files: &[("hosts.yml", VAULTED_DEPLOY)],
         args: &["--list"],
-        expect: &["{dir}/hosts.yml", "Ansible Vault", "cannot decrypt"],
+        expect: &[
+            "{dir}/hosts.yml: encrypted with Ansible Vault",
+            "--vault-password-file",
+        ],
     },
     BadInput {
-        name: "inline !vault value",
+        name: "wrong vault password",
         files: &[
             ("hosts.ini", "[g]\nh1\n"),
-            (
-                "host_vars/h1.yml",
-                "ok: 1\nsecret: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6162\n",
-            ),
+            ("group_vars/all.yml", VAULTED_DEPLOY),
+            ("wrong-password", "not-the-password\n"),
+        ],
+        args: &["--list", "--vault-password-file", "{dir}/wrong-password"],
+        expect: &[
+            "{dir}/group_vars/all.yml: encrypted with Ansible Vault",
+            "HMAC mismatch: wrong vault password (tried vault id 'default')",
+        ],
+    },
+    BadInput {
+        name: "missing vault password file",
+        files: &[("hosts.ini", "[g]\nh1\n")],
+        args: &["--list", "--vault-id", "prod@{dir}/absent"],
+        expect: &["vault password from file {dir}/absent", "No such file"],
+    },
+    BadInput {
+        name: "inline !vault tag on a number",
+        files: &[
+            ("hosts.ini", "[g]\nh1\n"),
+            ("host_vars/h1.yml", "ok: 1\nsecret: !vault 12\n"),
         ],
         args: &["--list"],
-        expect: &["{dir}/host_vars/h1.yml:", "cannot decrypt Ansible Vault"],
+        expect: &[
+            "{dir}/host_vars/h1.yml:2:",
+            "the '!vault' tag requires a string value",
+        ],
     },
     BadInput {
         name: "unparsable YAML inventory",
@@ -185,10 +212,10 @@ fn run_case(case: &BadInput) -> Result<(), String> {
         "-i".into(),
         dir.path().join(first).display().to_string(),
     ];
-    args.extend(case.args.iter().map(|a| a.to_string()));
+    let dir_text = dir.path().display().to_string();
+    args.extend(case.args.iter().map(|a| a.replace("{dir}", &dir_text)));
     let out = dropship(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let dir_text = dir.path().display().to_string();
     let missing: Vec<String> = case
         .expect
         .iter()

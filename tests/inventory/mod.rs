@@ -1,5 +1,6 @@
-//! Inventories: bad input, the Ansible oracle, and fuzzing of the readers.
+//! Inventories: bad input, the Ansible oracle, fuzzing of the readers, and Ansible Vault.
 
 mod errors;
 mod fuzz;
 mod oracle;
+mod vault;

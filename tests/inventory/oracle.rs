@@ -175,7 +175,7 @@ fn same_members(a: &[String], b: &[String]) -> bool {
 
 /// `--limit` selection against ansible, for "all" on every case and each case's patterns.txt.
 fn compare_patterns(ansible: &Ansible, case: &Case) -> Vec<String> {
-    let inventory = match Inventory::load(&case.sources) {
+    let inventory = match Inventory::load_with(&case.sources, case.vault_secrets()) {
         Ok(inventory) => inventory,
         Err(e) => return vec![format!("{}: load failed: {e}", case.name)],
     };

@@ -6,28 +6,43 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use dropship::inventory::vault::VaultSecrets;
 use serde::Deserialize;
 
 use crate::support::repo;
 
-/// One corpus inventory: its `-i` sources and the host patterns to compare.
+/// One corpus inventory: its `-i` sources, its vault password file if it has vault-encrypted
+/// files, and the host patterns to compare.
 pub struct Case {
     pub name: String,
     pub sources: Vec<PathBuf>,
+    pub vault_password_file: Option<PathBuf>,
     pub patterns: Vec<String>,
 }
 
 impl Case {
+    /// `-i` for each source, and `--vault-password-file` (both tools take the same flags).
     pub fn source_args(&self) -> Vec<String> {
-        self.sources
+        let sources = self
+            .sources
             .iter()
-            .flat_map(|s| ["-i".to_string(), s.display().to_string()])
-            .collect()
+            .flat_map(|s| ["-i".to_string(), s.display().to_string()]);
+        let vault = self
+            .vault_password_file
+            .iter()
+            .flat_map(|f| ["--vault-password-file".to_string(), f.display().to_string()]);
+        sources.chain(vault).collect()
+    }
+
+    pub fn vault_secrets(&self) -> VaultSecrets {
+        let files: Vec<PathBuf> = self.vault_password_file.iter().cloned().collect();
+        VaultSecrets::load(&[], &files, false).expect("the case's vault password file is readable")
     }
 }
 
-/// tests/inventories/* (sources from sources.txt, patterns from patterns.txt) and the sample
-/// inventories under inventory/ (read as directory sources).
+/// tests/inventories/* (sources from sources.txt, patterns from patterns.txt, the vault password
+/// in vault-password.txt) and the sample inventories under inventory/ (read as directory
+/// sources).
 pub fn corpus() -> Vec<Case> {
     let mut cases = Vec::new();
     for dir in sorted_dirs(&repo().join("tests/inventories")) {
@@ -48,9 +63,11 @@ pub fn corpus() -> Vec<Case> {
             })
             .collect();
         assert!(!sources.is_empty(), "{} has no sources.txt", dir.display());
+        let vault_password_file = Some(dir.join("vault-password.txt")).filter(|f| f.is_file());
         cases.push(Case {
             name: name_of(&dir),
             sources,
+            vault_password_file,
             patterns: lines("patterns.txt"),
         });
     }
@@ -58,6 +75,7 @@ pub fn corpus() -> Vec<Case> {
         cases.push(Case {
             name: format!("inventory/{}", name_of(&dir)),
             sources: vec![dir],
+            vault_password_file: None,
             patterns: Vec::new(),
         });
     }

@@ -1,12 +1,17 @@
-//! Ingest a `docker save` archive as a stream.
+//! Ingest an image archive as a stream: `docker save` (its classic layout, `<id>/layer.tar` and
+//! `<id>.json`, or the OCI layout of newer Docker versions) or `ctr export` (an OCI image layout).
 //!
-//! Entries are handled in the order they arrive, because layers may come before
-//! `manifest.json`: every layer tar is hashed while it is compressed into a temp object and
-//! then stored under its diff ID; small JSON files (manifest, configs) are kept in memory.
-//! Once the stream ends the manifest is checked against the configs' `rootfs.diff_ids`, the
-//! configs are stored, and image records are written last. Memory use does not depend on the
-//! size of the images. Both the classic layout (`<id>/layer.tar`, `<id>.json`) and the OCI
-//! layout (`blobs/sha256/<hex>`) of newer Docker versions are accepted.
+//! Entries are handled in the order they arrive, because layers may come before the manifests:
+//! - a compressed blob of an OCI layout (`blobs/sha256/<hex>`, gzip or zstd) is stored as it came,
+//!   checked against its name, so the registry's digests survive (see `blob`);
+//! - an uncompressed layer tar is hashed while it is compressed into a layer object, stored under
+//!   its diff ID;
+//! - small JSON files (manifests, indexes, configs) are kept in memory.
+//!
+//! Once the stream ends the images are assembled, from `index.json` for an OCI layout (see
+//! `layout`), else from `manifest.json`; each is checked against its config's
+//! `rootfs.diff_ids`, the configs and manifests are stored, and image records are written last.
+//! Memory use does not depend on the size of the images.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -17,9 +22,11 @@ use serde::Serialize;
 use super::atomic::{self, TempFile};
 use super::layer::{self, LayerInfo, LayerWriter};
 use super::{Cache, CacheError, ImageRecord};
-use crate::image::archive::{ImageConfig, MANIFEST_PATH, ManifestEntry};
+use crate::image::archive::{INDEX_PATH, ImageConfig, MANIFEST_PATH, ManifestEntry};
 use crate::image::compression::{decompressing_reader, is_compressed};
 use crate::image::digest::{Digest, ImageId};
+use crate::image::manifest::Descriptor;
+use crate::image::platform::Platform;
 
 /// JSON members larger than this are not configs or manifests.
 const MAX_JSON: u64 = 16 << 20;
@@ -40,6 +47,8 @@ pub struct IngestReport {
     pub raw_bytes: u64,
     /// Compressed bytes of the layers stored by this ingest.
     pub stored_bytes: u64,
+    /// Compressed blobs kept as served (OCI layouts).
+    pub blobs_stored: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,11 +61,21 @@ pub struct IngestedImage {
 
 /// Everything read from the stream before it is checked and committed.
 #[derive(Default)]
-struct Collected {
-    json: HashMap<String, Vec<u8>>,
-    layers: HashMap<String, LayerInfo>,
+pub(super) struct Collected {
+    pub(super) json: HashMap<String, Vec<u8>>,
+    /// Uncompressed layer tars, stored as layer objects.
+    pub(super) layers: HashMap<String, LayerInfo>,
+    /// Compressed blobs of an OCI layout, stored as served: member path → (digest, size).
+    pub(super) served: HashMap<String, (Digest, u64)>,
     /// Symlinks and hard links: member path → the member it points at.
     links: HashMap<String, String>,
+}
+
+/// An image ready to be committed: its config, record, and the served manifests to keep.
+pub(super) struct Assembled<'a> {
+    pub(super) config: &'a [u8],
+    pub(super) record: ImageRecord,
+    pub(super) documents: Vec<(Descriptor, &'a [u8])>,
 }
 
 impl Cache {
@@ -74,18 +93,30 @@ impl Cache {
             StreamError::Cache(e) => e,
             StreamError::Read(e) => bad(e.to_string()),
         })?;
-        let manifest = collected
-            .json
-            .get(MANIFEST_PATH)
-            .ok_or_else(|| bad("it has no manifest.json".into()))?;
-        let entries: Vec<ManifestEntry> =
-            serde_json::from_slice(manifest).map_err(|e| bad(format!("manifest.json: {e}")))?;
-        for entry in &entries {
-            let (config, record) = collected.image(entry).map_err(bad)?;
+        let images = if collected.json.contains_key(INDEX_PATH) {
+            collected.oci_images().map_err(bad)?
+        } else {
+            let manifest = collected
+                .json
+                .get(MANIFEST_PATH)
+                .ok_or_else(|| bad("it has no manifest.json or index.json".into()))?;
+            let entries: Vec<ManifestEntry> =
+                serde_json::from_slice(manifest).map_err(|e| bad(format!("manifest.json: {e}")))?;
+            let mut images = Vec::new();
+            for entry in &entries {
+                images.push(self.classic_image(&collected, entry, &mut report, &bad)?);
+            }
+            images
+        };
+        for image in images {
+            let record = image.record;
             let new = !self.is_complete(&record.id);
+            for (descriptor, bytes) in &image.documents {
+                self.store_blob(*bytes, &descriptor.digest, descriptor.size)?;
+            }
             let path = self.config_path(&record.id);
             if !path.is_file() {
-                atomic::write_file(&path, config).map_err(CacheError::io(&path))?;
+                atomic::write_file(&path, image.config).map_err(CacheError::io(&path))?;
             }
             self.commit_record(record.clone())?;
             report.images.push(IngestedImage {
@@ -151,11 +182,18 @@ impl Cache {
             let size = entry.size();
             let mut head = vec![0u8; size.min(64 << 10) as usize];
             entry.read_exact(&mut head)?;
+            let member = io::Cursor::new(head.as_slice()).chain(entry);
             if matches!(head.first(), Some(b'{' | b'[')) && size <= MAX_JSON {
-                entry.read_to_end(&mut head)?;
-                collected.json.insert(path, head);
+                let mut json = Vec::with_capacity(size as usize);
+                { member }.read_to_end(&mut json)?;
+                collected.json.insert(path, json);
+            } else if let Some(digest) = served_digest(&path).filter(|_| is_compressed(&head)) {
+                self.store_blob(member, &digest, size)?;
+                report.blobs_stored += 1;
+                report.stored_bytes += size;
+                collected.served.insert(path, (digest, size));
             } else if size >= MIN_LAYER || is_compressed(&head) {
-                let info = self.store_layer(io::Cursor::new(head).chain(entry), report)?;
+                let info = self.store_layer(member, report)?;
                 collected.layers.insert(path, info);
             }
         }
@@ -190,14 +228,23 @@ impl Cache {
         Ok(info)
     }
 
-    /// Write the record; tags it carries are taken away from any other image (a tag names one
-    /// image, as in Docker), and names the image already had are kept.
+    /// Write the record; tags it carries are taken away from any other image of its platform
+    /// (a tag names one image per platform, as in a registry's index), and what the image
+    /// already had (names, its registry manifest) is kept.
     pub(super) fn commit_record(&self, mut record: ImageRecord) -> Result<(), CacheError> {
         let _index = self.inner.locks.index()?;
         for mut other in self.images()? {
             if other.id == record.id {
                 record.repo_tags = union(other.repo_tags, record.repo_tags);
                 record.repo_digests = union(other.repo_digests, record.repo_digests);
+                record.manifest = record.manifest.or(other.manifest);
+                record.index = record.index.or(other.index);
+                record.platform = record.platform.or(other.platform);
+                continue;
+            }
+            let other_platform = other.platform.as_ref().map(Platform::normalized);
+            let platform = record.platform.as_ref().map(Platform::normalized);
+            if other_platform.is_some() && platform.is_some() && other_platform != platform {
                 continue;
             }
             let before = other.repo_tags.len();
@@ -214,7 +261,7 @@ impl Cache {
 
 impl Collected {
     /// The member a manifest path finally refers to, following links (a bounded number).
-    fn resolve(&self, manifest_path: &str) -> String {
+    pub(super) fn resolve(&self, manifest_path: &str) -> String {
         let mut path = normalise(Path::new(manifest_path));
         for _ in 0..16 {
             match self.links.get(&path) {
@@ -225,41 +272,80 @@ impl Collected {
         path
     }
 
-    /// Check one manifest entry against its config; returns the config bytes and the record.
-    fn image(&self, entry: &ManifestEntry) -> Result<(&[u8], ImageRecord), String> {
-        let config = self
-            .json
-            .get(&self.resolve(&entry.config))
-            .ok_or_else(|| format!("config {} is not in the archive", entry.config))?;
+    /// A JSON member by the path a manifest names it with.
+    pub(super) fn member_json(&self, manifest_path: &str) -> Option<&[u8]> {
+        self.json
+            .get(&self.resolve(manifest_path))
+            .map(Vec::as_slice)
+    }
+}
+
+impl Cache {
+    /// One `manifest.json` entry checked against its config. A layer that came as a compressed
+    /// blob (an OCI-style path in an archive without `index.json`) has no served manifest to
+    /// go with it, so it is turned into a layer object.
+    fn classic_image<'a>(
+        &self,
+        collected: &'a Collected,
+        entry: &ManifestEntry,
+        report: &mut IngestReport,
+        bad: &impl Fn(String) -> CacheError,
+    ) -> Result<Assembled<'a>, CacheError> {
+        let config = collected
+            .member_json(&entry.config)
+            .ok_or_else(|| bad(format!("config {} is not in the archive", entry.config)))?;
         let id = Digest::of(config);
-        let parsed: ImageConfig =
-            serde_json::from_slice(config).map_err(|e| format!("config {}: {e}", entry.config))?;
+        let parsed: ImageConfig = serde_json::from_slice(config)
+            .map_err(|e| bad(format!("config {}: {e}", entry.config)))?;
         if parsed.rootfs.diff_ids.len() != entry.layers.len() {
-            return Err(format!(
+            return Err(bad(format!(
                 "image {id}: manifest.json lists {} layers but its config has {} diff_ids",
                 entry.layers.len(),
                 parsed.rootfs.diff_ids.len()
-            ));
+            )));
         }
         for (layer_path, expected) in entry.layers.iter().zip(&parsed.rootfs.diff_ids) {
-            let info = self
-                .layers
-                .get(&self.resolve(layer_path))
-                .ok_or_else(|| format!("layer {layer_path} is not in the archive"))?;
-            if info.diff_id != *expected {
-                return Err(format!(
-                    "layer {layer_path} has diff ID {} but image {id} expects {expected}",
-                    info.diff_id
-                ));
+            let member = collected.resolve(layer_path);
+            let diff_id = match (collected.layers.get(&member), collected.served.get(&member)) {
+                (Some(info), _) => info.diff_id,
+                (None, Some((digest, size))) => {
+                    let blob = Descriptor {
+                        media_type: String::new(),
+                        digest: *digest,
+                        size: *size,
+                        platform: None,
+                    };
+                    self.store_layer(self.open_blob(&blob)?, report)
+                        .map_err(|e| match e {
+                            StreamError::Cache(e) => e,
+                            StreamError::Read(e) => bad(format!("layer {layer_path}: {e}")),
+                        })?
+                        .diff_id
+                }
+                (None, None) => {
+                    return Err(bad(format!("layer {layer_path} is not in the archive")));
+                }
+            };
+            if diff_id != *expected {
+                return Err(bad(format!(
+                    "layer {layer_path} has diff ID {diff_id} but image {id} expects {expected}"
+                )));
             }
         }
         let record = ImageRecord {
             id,
             repo_tags: entry.repo_tags.clone(),
             repo_digests: Vec::new(),
+            platform: parsed.platform(),
             diff_ids: parsed.rootfs.diff_ids,
+            manifest: None,
+            index: None,
         };
-        Ok((config, record))
+        Ok(Assembled {
+            config,
+            record,
+            documents: Vec::new(),
+        })
     }
 }
 
@@ -278,6 +364,12 @@ impl From<CacheError> for StreamError {
     fn from(e: CacheError) -> Self {
         StreamError::Cache(e)
     }
+}
+
+/// The digest an OCI layout member is named after (`blobs/sha256/<hex>`).
+fn served_digest(path: &str) -> Option<Digest> {
+    let hex = path.strip_prefix("blobs/sha256/")?;
+    (hex.len() == 64).then(|| Digest::parse(hex).ok()).flatten()
 }
 
 /// `first` followed by the names of `then` it lacks.

@@ -137,8 +137,9 @@ pub fn read_info(path: &Path, diff_id: DiffId) -> Result<LayerInfo, LayerObjectE
     })
 }
 
-/// The compressed data frames of a layer object, hashed as they are read; at the end of the
-/// data the digest is compared with the trailer's and a mismatch is an `InvalidData` error.
+/// The first `len` bytes of a file, hashed as they are read; at their end the digest is compared
+/// with the expected one and a mismatch is an `InvalidData` error. For a layer object, the
+/// compressed data frames checked against its trailer; for a served blob, the whole file.
 pub struct VerifyingReader {
     /// `None` once the end was reached and the digest checked.
     inner: Option<Hashing<io::Take<File>>>,
@@ -147,13 +148,20 @@ pub struct VerifyingReader {
 }
 
 impl VerifyingReader {
-    pub fn open(path: &Path, info: &LayerInfo) -> io::Result<Self> {
+    /// `what` names the object in the mismatch error.
+    pub fn open(path: &Path, expected: Digest, len: u64, what: String) -> io::Result<Self> {
         let file = File::open(path)?;
         Ok(VerifyingReader {
-            inner: Some(Hashing::new(file.take(info.compressed_size))),
-            expected: info.compressed_digest,
-            what: format!("layer {} ({})", info.diff_id, path.display()),
+            inner: Some(Hashing::new(file.take(len))),
+            expected,
+            what: format!("{what} ({})", path.display()),
         })
+    }
+
+    /// A layer object's data frames.
+    pub fn layer(path: &Path, info: &LayerInfo) -> io::Result<Self> {
+        let what = format!("layer {}", info.diff_id);
+        Self::open(path, info.compressed_digest, info.compressed_size, what)
     }
 }
 
@@ -205,7 +213,7 @@ mod tests {
         // The whole file (data + skippable trailer) is still a valid zstd stream.
         assert_eq!(zstd::decode_all(File::open(&path).unwrap()).unwrap(), data);
         let mut compressed = Vec::new();
-        VerifyingReader::open(&path, &info)
+        VerifyingReader::layer(&path, &info)
             .unwrap()
             .read_to_end(&mut compressed)
             .unwrap();
@@ -219,7 +227,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 0x01;
         std::fs::write(&path, bytes).unwrap();
-        let err = VerifyingReader::open(&path, &info)
+        let err = VerifyingReader::layer(&path, &info)
             .unwrap()
             .read_to_end(&mut Vec::new())
             .unwrap_err();

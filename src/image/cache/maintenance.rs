@@ -15,6 +15,7 @@ pub struct VerifyReport {
     pub images: usize,
     pub layers: usize,
     pub configs: usize,
+    pub blobs: usize,
     /// One line per problem, naming the object; damaged objects were moved to `corrupt/`.
     pub problems: Vec<String>,
 }
@@ -24,12 +25,14 @@ pub struct PruneReport {
     pub removed_images: usize,
     pub removed_layers: usize,
     pub removed_configs: usize,
+    pub removed_blobs: usize,
     pub freed_bytes: u64,
 }
 
 impl Cache {
-    /// Check every layer (compressed sha256 and diff ID), every config (image ID) and that every
-    /// image has all its objects. Damaged objects are moved aside so the next pull refetches them.
+    /// Check every layer object (compressed sha256 and diff ID), every served blob (sha256), every
+    /// config (image ID) and that every image has all its objects. Damaged objects are moved
+    /// aside so the next pull refetches them.
     pub fn verify(&self) -> Result<VerifyReport, CacheError> {
         let _shared = self.inner.locks.shared()?;
         let mut report = VerifyReport::default();
@@ -52,15 +55,37 @@ impl Cache {
                 report.problems.push(e.to_string());
             }
         }
+        let blobs_dir = self.inner.root.join("blobs").join("sha256");
+        for name in object_names(&blobs_dir, "")? {
+            let Ok(digest) = Digest::parse(&name) else {
+                continue;
+            };
+            report.blobs += 1;
+            let path = self.blob_path(&digest);
+            let mut hashing = Hashing::new(io::sink());
+            let checked = fs::File::open(&path).and_then(|mut f| io::copy(&mut f, &mut hashing));
+            let problem = match checked {
+                Err(e) => Some(format!("blob {digest} ({}): {e}", path.display())),
+                Ok(_) => {
+                    let (actual, _, _) = hashing.finish();
+                    (actual != digest).then(|| {
+                        format!(
+                            "blob {digest} ({}) is corrupt: its sha256 is {actual}",
+                            path.display()
+                        )
+                    })
+                }
+            };
+            if let Some(problem) = problem {
+                self.quarantine(&path);
+                report.problems.push(problem);
+            }
+        }
         for record in self.images()? {
             report.images += 1;
             let missing_config =
                 (!self.config_path(&record.id).is_file()).then(|| "its config".to_string());
-            let missing_layers = record
-                .diff_ids
-                .iter()
-                .filter(|d| !self.layer_path(d).is_file())
-                .map(|d| format!("layer {d}"));
+            let missing_layers = self.layer_blobs(&record).err().map(|e| e.to_string());
             for what in missing_config.into_iter().chain(missing_layers) {
                 report.problems.push(format!(
                     "image {} ({}) lacks {what}",
@@ -76,7 +101,7 @@ impl Cache {
         let path = self.layer_path(diff_id);
         let what = format!("layer {diff_id} ({})", path.display());
         let info = layer::read_info(&path, *diff_id).map_err(|e| format!("{what}: {e}"))?;
-        let reader = VerifyingReader::open(&path, &info).map_err(|e| format!("{what}: {e}"))?;
+        let reader = VerifyingReader::layer(&path, &info).map_err(|e| format!("{what}: {e}"))?;
         let mut decoded = Hashing::new(io::sink());
         zstd::stream::copy_decode(reader, &mut decoded).map_err(|e| format!("{what}: {e}"))?;
         let (actual, raw_size, _) = decoded.finish();
@@ -97,13 +122,22 @@ impl Cache {
         let records = self.images()?;
         let mut keep_layers = HashSet::new();
         let mut keep_configs = HashSet::new();
+        let mut keep_blobs = HashSet::new();
         for record in &records {
             if all {
                 self.remove(&self.record_path(&record.id), &mut report.freed_bytes)?;
                 report.removed_images += 1;
-            } else {
-                keep_configs.insert(record.id.hex());
-                keep_layers.extend(record.diff_ids.iter().map(Digest::hex));
+                continue;
+            }
+            keep_configs.insert(record.id.hex());
+            keep_layers.extend(record.diff_ids.iter().map(Digest::hex));
+            for document in record.manifest.iter().chain(&record.index) {
+                keep_blobs.insert(document.digest.hex());
+            }
+            if let Some(manifest) = &record.manifest
+                && let Ok(image) = self.image_manifest(manifest)
+            {
+                keep_blobs.extend(image.layers.iter().map(|layer| layer.digest.hex()));
             }
         }
         for (sub, suffix, keep, counter) in [
@@ -114,6 +148,7 @@ impl Cache {
                 &keep_configs,
                 &mut report.removed_configs,
             ),
+            ("blobs/sha256", "", &keep_blobs, &mut report.removed_blobs),
         ] {
             let dir = self.inner.root.join(sub);
             for entry in fs::read_dir(&dir).map_err(CacheError::io(&dir))? {

@@ -3,20 +3,27 @@
 //! Layout under the cache root (next to, never inside, Kubespray's own `images/` folder):
 //!
 //! ```text
-//! layers/<diff-id-hex>.zst      one object per layer (see `layer`), stored once for all images
+//! blobs/sha256/<hex>            blobs exactly as a registry served them (see `blob`): manifests,
+//!                               indexes, compressed layers
+//! layers/<diff-id-hex>.zst      layers that came uncompressed (`docker save`), compressed once
+//!                               (see `layer`), stored once for all images
 //! configs/<image-id-hex>.json   image config JSON; its sha256 is the file name
-//! manifests/<image-id-hex>.json our record: repo tags, repo digests, layer order
+//! manifests/<image-id-hex>.json our record: repo tags, repo digests, layer order, and the
+//!                               registry's manifest (and index) when the image came from one
 //! corrupt/                      objects that failed a check, kept for inspection
 //! lock, index.lock              flock files (see `Locks`)
 //! ```
 //!
-//! An image is present when its record, its config and all its layers exist. Records are
-//! written last, so an interrupted ingest leaves only unreferenced objects for `prune`.
+//! An image is present when its record, its config and one blob of each layer exist (the
+//! served blob, else the layer object). Records are written last, so an interrupted ingest
+//! leaves only unreferenced objects for `prune`.
 
 mod atomic;
+mod blob;
 mod export;
 mod ingest;
 mod layer;
+mod layout;
 mod lock;
 mod maintenance;
 
@@ -28,13 +35,15 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-pub use export::{ArchiveFormat, ArchivePlan, ArchiveReader, layers_to_omit};
+pub use export::{ArchiveFormat, ArchiveLayout, ArchivePlan, ArchiveReader, layers_to_omit};
 pub use ingest::{IngestReport, IngestedImage};
 pub use layer::LayerInfo;
 pub use maintenance::{PruneReport, VerifyReport};
 
 use super::compression::DEFAULT_ZSTD_LEVEL;
 use super::digest::{DiffId, Digest, ImageId};
+use super::manifest::Descriptor;
+use super::platform::Platform;
 use super::reference::{ImageRef, RefError};
 use lock::Locks;
 
@@ -85,7 +94,39 @@ pub struct ImageRecord {
     pub repo_digests: Vec<String>,
     /// Layer diff IDs, base first (the config's `rootfs.diff_ids`).
     pub diff_ids: Vec<DiffId>,
+    /// The registry's manifest of this image, a blob of the cache, when the image came from a
+    /// registry (or an export that kept it); `None` for images from `docker save`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Descriptor>,
+    /// The multi-platform index `manifest` was chosen from, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Descriptor>,
+    /// What the image was built for, from its config; `None` in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
 }
+
+/// The blob a node is sent for one layer of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    pub diff_id: DiffId,
+    /// Its media type, digest and size as the node will see them.
+    pub descriptor: Descriptor,
+    pub(crate) stored: Stored,
+}
+
+/// Where a layer's blob lives in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// As served, under `blobs/`.
+    Served,
+    /// A layer object under `layers/`: its zstd data frames are the blob
+    /// (`application/vnd.oci.image.layer.v1.tar+zstd`).
+    Object(LayerInfo),
+}
+
+/// The media type of a layer object sent as a blob.
+pub const ZSTD_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 impl ImageRecord {
     /// Whether `wanted` names this image: an image ID (full or 12+ hex digits), a tag or a digest.
@@ -128,7 +169,7 @@ struct Inner {
     verified: Mutex<HashSet<DiffId>>,
 }
 
-const SUBDIRS: [&str; 4] = ["layers", "configs", "manifests", "corrupt"];
+const SUBDIRS: [&str; 5] = ["blobs/sha256", "layers", "configs", "manifests", "corrupt"];
 
 impl Cache {
     /// Where the cache lives when neither `--cache-dir` nor `download_cache_dir` says.
@@ -240,14 +281,48 @@ impl Cache {
             })
     }
 
-    /// Whether the image's record, config and every layer are present (checksums are checked
-    /// when objects are read, not here). The source skips `docker save` for complete images.
+    /// Whether the image's record, config and a blob of every layer are present (checksums are
+    /// checked when objects are read, not here). The source skips `docker save` for complete
+    /// images.
     pub fn is_complete(&self, id: &ImageId) -> bool {
         let Ok(Some(record)) = self.record(id) else {
             return false;
         };
-        self.config_path(id).is_file()
-            && record.diff_ids.iter().all(|d| self.layer_path(d).is_file())
+        self.config_path(id).is_file() && self.layer_blobs(&record).is_ok()
+    }
+
+    /// The blob of each layer of `record`, base first: the registry's blob when the image came
+    /// from one and the cache holds it, else the layer object.
+    pub fn layer_blobs(&self, record: &ImageRecord) -> Result<Vec<LayerBlob>, CacheError> {
+        let served = match &record.manifest {
+            Some(manifest) => self.image_manifest(manifest)?.layers,
+            None => Vec::new(),
+        };
+        record
+            .diff_ids
+            .iter()
+            .enumerate()
+            .map(|(i, diff_id)| {
+                if let Some(blob) = served.get(i).filter(|b| self.has_blob(&b.digest)) {
+                    return Ok(LayerBlob {
+                        diff_id: *diff_id,
+                        descriptor: blob.clone(),
+                        stored: Stored::Served,
+                    });
+                }
+                let info = self.layer(diff_id)?;
+                Ok(LayerBlob {
+                    diff_id: *diff_id,
+                    descriptor: Descriptor {
+                        media_type: ZSTD_LAYER.to_string(),
+                        digest: info.compressed_digest,
+                        size: info.compressed_size,
+                        platform: None,
+                    },
+                    stored: Stored::Object(info),
+                })
+            })
+            .collect()
     }
 
     /// Give a cached image more names: `repo_tags` move to it from any other image (as in

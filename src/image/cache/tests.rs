@@ -35,6 +35,26 @@ fn archive_of(images: &[ImageSpec], layout: Layout) -> (Vec<u8>, Vec<ImageId>) {
     (bytes, ids)
 }
 
+/// A docker-archive plan, as a Docker node is sent.
+fn plan(
+    cache: &Cache,
+    ids: &[ImageId],
+    omit: &HashSet<DiffId>,
+    format: ArchiveFormat,
+) -> ArchivePlan {
+    let layout = ArchiveLayout::Docker {
+        zstd_members: false,
+    };
+    cache.archive_plan(ids, omit, layout, format).unwrap()
+}
+
+fn written(cache: &Cache, plan: &ArchivePlan) -> Vec<u8> {
+    let mut out = Vec::new();
+    let bytes = cache.write_archive(plan, &mut out).unwrap();
+    assert_eq!(bytes, out.len() as u64);
+    out
+}
+
 fn cache() -> (tempfile::TempDir, Cache) {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), Some(3)).unwrap();
@@ -115,29 +135,22 @@ fn export_round_trips_in_all_formats_with_exact_plan_sizes() {
     let (_dir, cache) = cache();
     let (bytes, ids) = archive_of(&two_images(), Layout::Classic);
     cache.ingest(&bytes[..], "test").unwrap();
-    let plan = cache.archive_plan(&ids, &HashSet::new()).unwrap();
-    assert_eq!(plan.layers.len(), 3);
-    assert_eq!(plan.saved_bytes, 0);
+    let zstd_plan = plan(&cache, &ids, &HashSet::new(), ArchiveFormat::Zstd);
+    assert_eq!(zstd_plan.layers.len(), 3);
+    assert_eq!(zstd_plan.saved_bytes, 0);
 
-    let mut zst = Vec::new();
-    assert_eq!(
-        cache
-            .write_archive(&plan, ArchiveFormat::Zstd, &mut zst)
-            .unwrap(),
-        plan.compressed_bytes
-    );
-    assert_eq!(zst.len() as u64, plan.compressed_bytes);
+    let zst = written(&cache, &zstd_plan);
+    assert_eq!(Some(zst.len() as u64), zstd_plan.wire_bytes());
     let raw = zstd::decode_all(&zst[..]).unwrap();
-    assert_eq!(raw.len() as u64, plan.raw_bytes);
-    let mut tar = Vec::new();
-    cache
-        .write_archive(&plan, ArchiveFormat::Tar, &mut tar)
-        .unwrap();
+    assert_eq!(raw.len() as u64, zstd_plan.raw_bytes);
+    let tar_plan = plan(&cache, &ids, &HashSet::new(), ArchiveFormat::Tar);
+    let tar = written(&cache, &tar_plan);
+    assert_eq!(Some(tar.len() as u64), tar_plan.wire_bytes());
     assert_eq!(tar, raw);
-    let mut gz = Vec::new();
-    cache
-        .write_archive(&plan, ArchiveFormat::Gzip, &mut gz)
-        .unwrap();
+    let gz = written(
+        &cache,
+        &plan(&cache, &ids, &HashSet::new(), ArchiveFormat::Gzip),
+    );
     let mut gunzipped = Vec::new();
     flate2::read::GzDecoder::new(&gz[..])
         .read_to_end(&mut gunzipped)
@@ -157,9 +170,9 @@ fn omitted_layers_stay_in_the_manifest_and_their_bytes_are_saved() {
     let (_dir, cache) = cache();
     let (bytes, ids) = archive_of(&two_images(), Layout::Classic);
     cache.ingest(&bytes[..], "test").unwrap();
-    let full = cache.archive_plan(&ids, &HashSet::new()).unwrap();
+    let full = plan(&cache, &ids, &HashSet::new(), ArchiveFormat::Zstd);
     let base = layer(1).diff_id();
-    let delta = cache.archive_plan(&ids, &HashSet::from([base])).unwrap();
+    let delta = plan(&cache, &ids, &HashSet::from([base]), ArchiveFormat::Zstd);
     assert_eq!(delta.omitted, vec![base]);
     assert_eq!(delta.layers.len(), 2);
     let base_info = cache.layer(&base).unwrap();
@@ -169,10 +182,7 @@ fn omitted_layers_stay_in_the_manifest_and_their_bytes_are_saved() {
     assert!((base_info.compressed_size..base_info.compressed_size + 512).contains(&difference));
     assert!(full.raw_bytes - delta.raw_bytes >= base_info.raw_size);
 
-    let mut zst = Vec::new();
-    cache
-        .write_archive(&delta, ArchiveFormat::Zstd, &mut zst)
-        .unwrap();
+    let zst = written(&cache, &delta);
     let raw = zstd::decode_all(&zst[..]).unwrap();
     let mut archive = tar::Archive::new(&raw[..]);
     let mut names = Vec::new();
@@ -203,11 +213,9 @@ fn a_flipped_byte_in_a_cached_layer_stops_the_export_and_is_moved_aside() {
     object[30] ^= 0x40;
     std::fs::write(&path, object).unwrap();
 
-    let plan = cache.archive_plan(&ids, &HashSet::new()).unwrap();
+    let plan = plan(&cache, &ids, &HashSet::new(), ArchiveFormat::Zstd);
     let mut out = Vec::new();
-    let err = cache
-        .write_archive(&plan, ArchiveFormat::Zstd, &mut out)
-        .unwrap_err();
+    let err = cache.write_archive(&plan, &mut out).unwrap_err();
     assert!(matches!(err, CacheError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains(&victim.to_string()), "{err}");
     // Nothing of the damaged layer was written: the output ends before its frames.
@@ -329,11 +337,11 @@ async fn archive_reader_streams_and_reports_failures_as_errors() {
     let (_dir, cache) = cache();
     let (bytes, ids) = archive_of(&two_images(), Layout::Classic);
     cache.ingest(&bytes[..], "test").unwrap();
-    let plan = cache.archive_plan(&ids, &HashSet::new()).unwrap();
+    let plan = plan(&cache, &ids, &HashSet::new(), ArchiveFormat::Zstd);
     let expected = plan.compressed_bytes;
     let mut out = Vec::new();
     cache
-        .archive_reader(plan.clone(), ArchiveFormat::Zstd)
+        .archive_reader(plan.clone())
         .read_to_end(&mut out)
         .await
         .unwrap();
@@ -341,7 +349,7 @@ async fn archive_reader_streams_and_reports_failures_as_errors() {
 
     std::fs::remove_file(cache.layer_path(&layer(2).diff_id())).unwrap();
     let err = cache
-        .archive_reader(plan, ArchiveFormat::Zstd)
+        .archive_reader(plan)
         .read_to_end(&mut Vec::new())
         .await
         .unwrap_err();
@@ -359,6 +367,9 @@ fn only_layers_whose_whole_chain_the_node_holds_are_omitted() {
         repo_tags: vec![],
         repo_digests: vec![],
         diff_ids,
+        manifest: None,
+        index: None,
+        platform: None,
     };
     // The node holds a ← b. Image 1 is a ← b ← c, image 2 is d ← b (b on another chain).
     let node = vec![vec![a, b]];
@@ -418,4 +429,331 @@ fn symlinked_layers_of_docker_save_are_followed() {
     let report = cache.ingest(&bytes[..], "symlinks").unwrap();
     assert_eq!((report.images.len(), report.layers_stored), (2, 1));
     assert!(cache.is_complete(&cache.require("img1:1").unwrap().id));
+}
+
+/// Every member of a plain tar: path → bytes.
+fn members(tar: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut archive = tar::Archive::new(tar);
+    let mut out = std::collections::BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        out.insert(entry.path().unwrap().display().to_string(), bytes);
+    }
+    out
+}
+
+fn oci_plan(cache: &Cache, ids: &[ImageId], omit: &HashSet<DiffId>) -> ArchivePlan {
+    cache
+        .archive_plan(ids, omit, ArchiveLayout::Oci, ArchiveFormat::Tar)
+        .unwrap()
+}
+
+fn layout_index(
+    members: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> crate::image::archive::LayoutIndex {
+    serde_json::from_slice(&members["index.json"]).unwrap()
+}
+
+/// A cache filled the way a registry fills it: an OCI layout with gzip layers.
+fn registry_cache() -> (tempfile::TempDir, Cache, synth::OciLayout, Vec<u8>) {
+    let (dir, cache) = cache();
+    let mut bytes = Vec::new();
+    let layout = synth::write_oci_layout(&two_images(), None, &mut bytes).unwrap();
+    let report = cache.ingest(&bytes[..], "ctr export").unwrap();
+    assert_eq!(
+        report.blobs_stored, 3,
+        "three gzip layer blobs kept as served"
+    );
+    assert_eq!(report.layers_stored, 0, "nothing recompressed");
+    (dir, cache, layout, bytes)
+}
+
+#[test]
+fn an_oci_layout_keeps_served_blobs_and_the_registry_manifest() {
+    let (_dir, cache, layout, _) = registry_cache();
+    for (i, id) in layout.ids.iter().enumerate() {
+        assert!(cache.is_complete(id));
+        let record = cache.record(id).unwrap().unwrap();
+        assert_eq!(
+            record.manifest.as_ref().unwrap().digest,
+            layout.manifests[i]
+        );
+        assert_eq!(
+            record.platform,
+            Some(crate::image::platform::Platform::new(
+                "linux", "amd64", None
+            ))
+        );
+        let name = format!("reg:5000/app{}", i + 1);
+        assert_eq!(
+            record.repo_digests,
+            [format!("{name}@{}", layout.manifests[i])],
+            "findable by the registry's digest"
+        );
+        assert!(record.answers_to(&format!("{name}:v1")));
+        for blob in cache.layer_blobs(&record).unwrap() {
+            assert_eq!(blob.stored, Stored::Served);
+            assert!(layout.layer_blobs.contains(&blob.descriptor.digest));
+        }
+    }
+    assert!(
+        object_names(&cache.root().join("layers"), ".zst")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn the_oci_archive_of_a_registry_image_carries_its_manifest_and_both_names_and_reingests() {
+    let (_dir, cache, layout, original) = registry_cache();
+    let plan = oci_plan(&cache, &layout.ids, &HashSet::new());
+    let tar = written(&cache, &plan);
+    assert_eq!(Some(tar.len() as u64), plan.wire_bytes());
+    let archive = members(&tar);
+    let served = members(&original);
+    for (path, bytes) in &archive {
+        if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+            assert_eq!(Digest::of(bytes).hex(), hex, "{path}");
+            assert_eq!(
+                Some(bytes),
+                served.get(path),
+                "{path} is byte for byte what was served"
+            );
+        }
+    }
+    let index = layout_index(&archive);
+    let names: Vec<(String, Digest)> = index
+        .manifests
+        .iter()
+        .map(|e| (e.annotations["io.containerd.image.name"].clone(), e.digest))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("reg:5000/app1:v1".to_string(), layout.manifests[0]),
+            (
+                format!("reg:5000/app1@{}", layout.manifests[0]),
+                layout.manifests[0]
+            ),
+            ("reg:5000/app2:v1".to_string(), layout.manifests[1]),
+            (
+                format!("reg:5000/app2@{}", layout.manifests[1]),
+                layout.manifests[1]
+            ),
+        ]
+    );
+    let (_dir2, copy, report) = reingest_tar(&tar);
+    assert_eq!(
+        report.images.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [layout.ids[0], layout.ids[0], layout.ids[1], layout.ids[1]]
+    );
+    let record = copy.record(&layout.ids[1]).unwrap().unwrap();
+    assert_eq!(record.manifest.unwrap().digest, layout.manifests[1]);
+}
+
+fn reingest_tar(tar: &[u8]) -> (tempfile::TempDir, Cache, super::IngestReport) {
+    let (dir, cache) = cache();
+    let report = cache.ingest(tar, "archive").unwrap();
+    (dir, cache, report)
+}
+
+#[test]
+fn left_out_layers_are_missing_from_an_oci_archive_but_listed_in_its_manifest() {
+    let (_dir, cache, layout, _) = registry_cache();
+    let base = layer(1).diff_id();
+    let plan = oci_plan(&cache, &layout.ids[1..], &HashSet::from([base]));
+    assert_eq!(plan.omitted, [base]);
+    let archive = members(&written(&cache, &plan));
+    let record = cache.record(&layout.ids[1]).unwrap().unwrap();
+    let blobs = cache.layer_blobs(&record).unwrap();
+    assert!(!archive.contains_key(&format!(
+        "blobs/sha256/{}",
+        blobs[0].descriptor.digest.hex()
+    )));
+    assert!(archive.contains_key(&format!(
+        "blobs/sha256/{}",
+        blobs[1].descriptor.digest.hex()
+    )));
+    assert_eq!(plan.saved_bytes, blobs[0].descriptor.size);
+}
+
+#[test]
+fn a_docker_save_image_gets_a_stable_synthesised_manifest_with_its_zstd_objects() {
+    let (_dir, cache) = cache();
+    let (bytes, ids) = archive_of(&two_images(), Layout::Classic);
+    cache.ingest(&bytes[..], "docker save").unwrap();
+    let first = members(&written(
+        &cache,
+        &oci_plan(&cache, &ids[..1], &HashSet::new()),
+    ));
+    let again = members(&written(
+        &cache,
+        &oci_plan(&cache, &ids[..1], &HashSet::new()),
+    ));
+    assert_eq!(first, again, "the same image gives the same archive");
+    let index = layout_index(&first);
+    assert_eq!(
+        index.manifests.len(),
+        1,
+        "a tag entry, no digest entry: it has no registry digest"
+    );
+    let manifest = &first[&format!("blobs/sha256/{}", index.manifests[0].digest.hex())];
+    let parsed = crate::image::manifest::parse(
+        Some("application/vnd.oci.image.manifest.v1+json"),
+        manifest.clone().into(),
+    )
+    .unwrap();
+    let image = parsed.image().unwrap();
+    assert_eq!(image.config.digest, ids[0]);
+    for (blob, spec) in image.layers.iter().zip([layer(1), layer(2)]) {
+        assert_eq!(blob.media_type, super::ZSTD_LAYER);
+        let bytes = &first[&format!("blobs/sha256/{}", blob.digest.hex())];
+        assert_eq!(
+            Digest::of(&zstd::decode_all(&bytes[..]).unwrap()),
+            spec.diff_id()
+        );
+    }
+}
+
+#[test]
+fn docker_archives_pass_served_gzip_layers_through_in_every_format() {
+    let (_dir, cache, layout, original) = registry_cache();
+    let served = members(&original);
+    for format in [ArchiveFormat::Zstd, ArchiveFormat::Tar] {
+        let plan = plan(&cache, &layout.ids, &HashSet::new(), format);
+        let out = written(&cache, &plan);
+        assert_eq!(Some(out.len() as u64), plan.wire_bytes(), "{format:?}");
+        let tar = match format {
+            ArchiveFormat::Zstd => zstd::decode_all(&out[..]).unwrap(),
+            _ => out,
+        };
+        let archive = members(&tar);
+        let manifest: Vec<crate::image::archive::ManifestEntry> =
+            serde_json::from_slice(&archive["manifest.json"]).unwrap();
+        assert_eq!(manifest[0].repo_tags, ["reg:5000/app1:v1"]);
+        for path in &manifest[1].layers {
+            let hex = path.strip_suffix(".tar.gz").unwrap();
+            assert_eq!(
+                archive[path],
+                served[&format!("blobs/sha256/{hex}")],
+                "{format:?} {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn podman_archives_carry_layer_objects_as_zstd_members_and_full_tags() {
+    let (_dir, cache) = cache();
+    let (bytes, ids) = archive_of(&two_images(), Layout::Classic);
+    cache.ingest(&bytes[..], "docker save").unwrap();
+    let layout = ArchiveLayout::Docker { zstd_members: true };
+    let plan = cache
+        .archive_plan(&ids, &HashSet::new(), layout, ArchiveFormat::Tar)
+        .unwrap();
+    let archive = members(&written(&cache, &plan));
+    let manifest: Vec<crate::image::archive::ManifestEntry> =
+        serde_json::from_slice(&archive["manifest.json"]).unwrap();
+    assert_eq!(manifest[0].repo_tags, ["reg:5000/app1:v1"]);
+    let base = &archive[&manifest[0].layers[0]];
+    assert_eq!(
+        Digest::of(&zstd::decode_all(&base[..]).unwrap()),
+        layer(1).diff_id()
+    );
+}
+
+#[test]
+fn a_multi_platform_index_gives_one_image_per_platform_under_one_tag() {
+    let (_dir, cache) = cache();
+    let images = [
+        ImageSpec {
+            repo_tags: vec![],
+            layers: vec![layer(1), layer(2)],
+        },
+        ImageSpec {
+            repo_tags: vec![],
+            layers: vec![layer(1), layer(4)],
+        },
+    ];
+    let mut bytes = Vec::new();
+    let layout = synth::write_oci_layout(
+        &images,
+        Some(("reg:5000/multi:v1", &["amd64", "arm64"])),
+        &mut bytes,
+    )
+    .unwrap();
+    cache
+        .ingest(&bytes[..], "ctr export --all-platforms")
+        .unwrap();
+    let index = layout.index.unwrap();
+    let records: Vec<ImageRecord> = layout
+        .ids
+        .iter()
+        .map(|id| cache.record(id).unwrap().unwrap())
+        .collect();
+    let archs: Vec<&str> = records
+        .iter()
+        .map(|r| r.platform.as_ref().unwrap().architecture())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    for record in &records {
+        assert_eq!(
+            record.repo_tags,
+            ["reg:5000/multi:v1"],
+            "the tag stays on both platforms"
+        );
+        assert_eq!(record.index.as_ref().unwrap().digest, index);
+        assert_eq!(record.repo_digests, [format!("reg:5000/multi@{index}")]);
+    }
+    // An arm64 node gets the index (a digest reference names it) and its own manifest only.
+    let archive = members(&written(
+        &cache,
+        &oci_plan(&cache, &layout.ids[1..], &HashSet::new()),
+    ));
+    assert!(archive.contains_key(&format!("blobs/sha256/{}", index.hex())));
+    assert!(archive.contains_key(&format!("blobs/sha256/{}", layout.manifests[1].hex())));
+    assert!(!archive.contains_key(&format!("blobs/sha256/{}", layout.manifests[0].hex())));
+    let entries = layout_index(&archive).manifests;
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.digest == index && e.media_type.ends_with("index.v1+json"))
+    );
+}
+
+#[test]
+fn verify_checks_served_blobs_and_prune_keeps_what_images_refer_to() {
+    let (_dir, cache, layout, _) = registry_cache();
+    let report = cache.verify().unwrap();
+    assert_eq!(
+        (report.blobs, report.problems.len()),
+        (5, 0),
+        "3 layers, 2 manifests"
+    );
+    let stray = b"nobody refers to this";
+    cache
+        .store_blob(&stray[..], &Digest::of(stray), stray.len() as u64)
+        .unwrap();
+    let pruned = cache.prune(false).unwrap();
+    assert_eq!(pruned.removed_blobs, 1);
+    assert!(layout.ids.iter().all(|id| cache.is_complete(id)));
+    let victim = cache.blob_path(&layout.layer_blobs[1]);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&victim, bytes).unwrap();
+    let report = cache.verify().unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(&layout.layer_blobs[1].to_string())),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        !cache.is_complete(&layout.ids[0]),
+        "the damaged blob was moved aside"
+    );
 }

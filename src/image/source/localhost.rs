@@ -12,8 +12,8 @@ use futures::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::{Daemon, Inspected, SourceError, classify_pull_message};
-use crate::image::credentials;
 use crate::image::{Digest, ImageRef};
+use crate::registry::credentials::{self, Credential};
 const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 /// One progress message of a pull, as the daemon reports it.
@@ -109,11 +109,18 @@ impl Daemon for LocalDaemon {
             platform: self.platform.clone().unwrap_or_default(),
             ..Default::default()
         };
-        let auth = credentials.map(|c| DockerCredentials {
-            username: Some(c.username),
-            password: Some(c.secret),
-            serveraddress: Some(reference.domain().to_string()),
-            ..Default::default()
+        let auth = credentials.map(|credential| {
+            let (username, password, identitytoken) = match credential {
+                Credential::Basic { username, password } => (Some(username), Some(password), None),
+                Credential::IdentityToken(token) => (None, None, Some(token)),
+            };
+            DockerCredentials {
+                username,
+                password,
+                identitytoken,
+                serveraddress: Some(reference.domain().to_string()),
+                ..Default::default()
+            }
         });
         tracing::info!("pulling {reference}");
         let mut stream = std::pin::pin!(self.docker.create_image(Some(options), None, auth));

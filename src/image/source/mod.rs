@@ -15,8 +15,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 pub mod localhost;
 
 use crate::image::cache::{Cache, CacheError, IngestReport};
-use crate::image::credentials::CredentialError;
 use crate::image::{ImageId, ImageRef};
+use crate::registry::CredentialError;
 use crate::retry::{self, Jitter, RetryPolicy, Transient};
 use crate::ssh::SshError;
 

@@ -3,6 +3,10 @@ use crate::push::decide::testing::image;
 use crate::push::transfer::{Landing, VERIFY_MARK};
 use crate::runtime::Runtime;
 
+fn platform(text: &str) -> Platform {
+    Platform::parse(text).unwrap()
+}
+
 /// The facts of node1 of the test bed: containerd 1.6.20 with CRI, overlayfs, two images
 /// pulled with ctr (app1, and the multi-arch index for linux/amd64).
 fn captured() -> Facts {
@@ -129,7 +133,7 @@ fn chain_ids_are_the_snapshot_keys() {
 #[test]
 fn present_means_the_name_leads_to_the_config_and_the_digest_name_exists_when_known() {
     let facts = captured();
-    let node = holdings(&facts, true);
+    let node = holdings(&facts);
     let app1 = app1();
     assert!(node.has(&app1));
     let mut other = app1.clone();
@@ -149,13 +153,13 @@ fn present_means_the_name_leads_to_the_config_and_the_digest_name_exists_when_kn
     ))
     .unwrap();
     assert!(!node.has(&by_digest), "no repo@digest name on the node");
-    assert!(!holdings(&Facts::default(), true).has(&app1));
+    assert!(!holdings(&Facts::default()).has(&app1));
 }
 
 #[test]
 fn a_layer_is_held_by_its_blob_or_its_chains_snapshot() {
     let facts = captured();
-    let node = holdings(&facts, true);
+    let node = holdings(&facts);
     let app1 = app1();
     // A new version of app1: the same base and lib, a new top layer.
     let mut bumped = app1.clone();
@@ -189,8 +193,6 @@ fn a_layer_is_held_by_its_blob_or_its_chains_snapshot() {
     needs_base.record.diff_ids = vec![Digest::of(b"other base"), app1.record.diff_ids[0]];
     let both = node.held_layers(&[&bumped, &needs_base]);
     assert_eq!(both, app1.record.diff_ids[1..3].iter().copied().collect());
-    // Without delta (a docker-archive): whole images.
-    assert!(holdings(&facts, false).held_layers(&[&bumped]).is_empty());
 }
 
 #[test]
@@ -253,7 +255,11 @@ fn containerd_1_imports_locally_into_the_cris_snapshotter_and_pins_with_a_second
     for version in ["1.6.20~ds1", "1.7.3"] {
         let facts = node(version, "overlayfs");
         assert_eq!(
-            facts.import_args("linux/amd64", "linux/amd64", true),
+            facts.import_args(
+                &platform("linux/amd64"),
+                Some(&platform("linux/amd64")),
+                true
+            ),
             [
                 "images",
                 "import",
@@ -286,8 +292,25 @@ fn containerd_1_imports_locally_into_the_cris_snapshotter_and_pins_with_a_second
     let loader = facts.loader(&request, "aarch64");
     assert_eq!(
         loader.stdin,
-        "ctr -a '/run/containerd/containerd.sock' -n k8s.io 'images' 'import' '--platform' 'linux/arm64' '--snapshotter' 'native' '-'"
+        "ctr -a '/run/containerd/containerd.sock' -n k8s.io 'images' 'import' '--platform' 'linux/arm64/v8' '--snapshotter' 'native' '-'",
+        "without the images' platform: the node's"
     );
+    let amd64 = platform("linux/amd64");
+    let for_amd64 = LoadRequest {
+        platform: Some(&amd64),
+        ..request
+    };
+    assert!(
+        facts
+            .loader(&for_amd64, "aarch64")
+            .stdin
+            .contains("'--platform' 'linux/amd64'"),
+        "the images' platform wins: the archive holds only theirs"
+    );
+    let request = LoadRequest {
+        platform: None,
+        ..for_amd64
+    };
     assert_eq!(
         loader.after.as_deref(),
         Some(
@@ -307,7 +330,11 @@ use crate::image::ArchiveFormat;
 fn containerd_2_uses_the_transfer_service_where_it_unpacks_and_local_elsewhere() {
     let facts = node("v2.1.0", "overlayfs");
     assert_eq!(
-        facts.import_args("linux/amd64", "linux/amd64", true),
+        facts.import_args(
+            &platform("linux/amd64"),
+            Some(&platform("linux/amd64")),
+            true
+        ),
         [
             "images",
             "import",
@@ -324,21 +351,30 @@ fn containerd_2_uses_the_transfer_service_where_it_unpacks_and_local_elsewhere()
     // service's default unpack_config, which would skip the unpack without a word.
     let native = node("2.0.0", "native");
     assert_eq!(
-        native.import_args("linux/amd64", "linux/amd64", false)[..3],
+        native.import_args(
+            &platform("linux/amd64"),
+            Some(&platform("linux/amd64")),
+            false
+        )[..3],
         ["images", "import", "--local"]
     );
     assert_eq!(
-        facts.import_args("linux/arm64", "linux/amd64", false)[..3],
+        facts.import_args(
+            &platform("linux/arm64"),
+            Some(&platform("linux/amd64")),
+            false
+        )[..3],
         ["images", "import", "--local"]
     );
     let expected: [Expected; 0] = [];
+    let amd64 = platform("linux/amd64");
     let request = LoadRequest {
         format: ArchiveFormat::Tar,
         landing: &Landing::Stream,
         size: None,
         expected: &expected,
         pin: true,
-        platform: Some("linux/amd64"),
+        platform: Some(&amd64),
         become_: None,
     };
     assert_eq!(
@@ -454,7 +490,7 @@ fn the_check_finds_every_name_with_its_config_unpacked() {
 fn index_and_manifest_blobs_lead_to_the_platforms_config() {
     let index = include_str!("../../../tests/fixtures/runtime/ctr-content-index.json");
     let manifest = include_str!("../../../tests/fixtures/runtime/ctr-content-manifest.json");
-    let manifest_of = |platform| match config_or_manifest(index, platform) {
+    let manifest_of = |text: &str| match config_or_manifest(index.as_bytes(), &platform(text)) {
         Ok(Next::Manifest(m)) => Ok(m.to_string()),
         Ok(Next::Config(_)) => Err("a config".to_string()),
         Err(e) => Err(e),
@@ -477,10 +513,10 @@ fn index_and_manifest_blobs_lead_to_the_platforms_config() {
             .contains("linux/s390x")
     );
     assert!(matches!(
-        config_or_manifest(manifest, "linux/amd64"),
+        config_or_manifest(manifest.as_bytes(), &platform("linux/amd64")),
         Ok(Next::Config(c)) if c.to_string() == APP1_CONFIG
     ));
-    assert!(config_or_manifest("ctr: not found", "linux/amd64").is_err());
+    assert!(config_or_manifest(b"ctr: not found", &platform("linux/amd64")).is_err());
 }
 
 /// Runs the real facts script with only a fake `containerd` on PATH that prints `dump` for

@@ -1,4 +1,5 @@
-//! Asking for a secret on the controlling terminal, with echo off.
+//! Asking for a secret on the controlling terminal, with echo off (SSH key passphrases, vault
+//! passwords).
 
 use std::io::{BufRead, Write};
 
