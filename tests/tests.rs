@@ -9,5 +9,6 @@ mod support;
 mod cache;
 mod inventory;
 mod push;
+mod runtimes;
 mod ssh;
 mod testbed;

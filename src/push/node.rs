@@ -304,7 +304,9 @@ async fn act(
     };
     let delta_used = !plan.omitted.is_empty();
     match send(ctx, &node, plan, sent).await {
-        Err(NodeError::Load { stderr, .. }) if delta_used => {
+        Err(NodeError::Load { stderr, .. })
+            if delta_used && runtime.lacked_left_out_layers(&stderr) =>
+        {
             // The node did not take an archive with layers left out (its store is not what
             // its facts said): what the failed load left is removed, and the same attempt
             // sends everything instead.

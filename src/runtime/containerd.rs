@@ -376,12 +376,19 @@ pub struct ContainerdHoldings<'a> {
 }
 
 pub fn holdings(facts: &Facts) -> ContainerdHoldings<'_> {
-    static EMPTY: std::sync::OnceLock<Store> = std::sync::OnceLock::new();
-    let store = facts
+    ContainerdHoldings {
+        store: &of(facts).store,
+    }
+}
+
+/// The node's containerd facts; a node without any (which [`ready`] refuses) reads as one
+/// holding nothing.
+pub fn of(facts: &Facts) -> &ContainerdFacts {
+    static NONE: std::sync::OnceLock<ContainerdFacts> = std::sync::OnceLock::new();
+    facts
         .containerd
         .as_ref()
-        .map_or_else(|| EMPTY.get_or_init(Store::default), |c| &c.store);
-    ContainerdHoldings { store }
+        .unwrap_or_else(|| NONE.get_or_init(ContainerdFacts::default))
 }
 
 impl Holdings for ContainerdHoldings<'_> {
@@ -564,6 +571,17 @@ pub fn config_or_manifest(bytes: &[u8], platform: &Platform) -> Result<Next, Str
                 )
             }),
     }
+}
+
+/// Whether ctr's error is a blob missing from the content store (as the 1.x client and the
+/// 2.x transfer service word it).
+pub fn lacks_content(stderr: &str) -> bool {
+    static MISSING: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    MISSING
+        .get_or_init(|| {
+            regex::Regex::new(r"content digest sha256:[0-9a-f]{64}: not found").unwrap()
+        })
+        .is_match(stderr)
 }
 
 /// Every name a load creates: the tags, and the digest names.

@@ -230,7 +230,7 @@ impl Runtime {
         let (load, verify) = match self {
             Runtime::Docker => (docker::loader(), docker::verify_script(request.expected)),
             Runtime::Containerd => {
-                let containerd = facts.containerd.clone().unwrap_or_default();
+                let containerd = containerd::of(facts);
                 (
                     containerd.loader(request, &facts.arch),
                     containerd.verify_script(),
@@ -258,12 +258,19 @@ impl Runtime {
             Runtime::Docker => check_ids(report, expected, |id| id.to_string()),
             Runtime::Crio => check_ids(report, expected, |id| id.hex()),
             Runtime::Containerd => {
-                let snapshotter = facts
-                    .containerd
-                    .as_ref()
-                    .map_or(containerd::DEFAULT_SNAPSHOTTER, |c| c.snapshotter());
-                containerd::check_loaded(report, expected, snapshotter)
+                containerd::check_loaded(report, expected, containerd::of(facts).snapshotter())
             }
+        }
+    }
+
+    /// Whether a failed load with layers left out failed for want of them, so that the full
+    /// archive should follow in the same attempt. containerd names the blob it lacks (`content
+    /// digest sha256:…: not found`); anything else (the daemon went away) is an ordinary failure,
+    /// retried as such. Docker's words vary with the layer file it missed: any failure counts.
+    pub fn lacked_left_out_layers(self, stderr: &str) -> bool {
+        match self {
+            Runtime::Containerd => containerd::lacks_content(stderr),
+            Runtime::Docker | Runtime::Crio => true,
         }
     }
 
@@ -278,10 +285,7 @@ impl Runtime {
     ) -> Option<RemoteCommand> {
         match self {
             Runtime::Containerd => Some(
-                facts
-                    .containerd
-                    .clone()
-                    .unwrap_or_default()
+                containerd::of(facts)
                     .remove_command(expected)
                     .with_become(become_),
             ),
@@ -292,11 +296,7 @@ impl Runtime {
     /// Things worth telling about this node's runtime that do not stop the push.
     pub fn notes(self, facts: &Facts, pin: bool, platform: Option<&Platform>) -> Vec<String> {
         match self {
-            Runtime::Containerd => facts
-                .containerd
-                .as_ref()
-                .map(|c| c.notes(pin, &facts.arch, platform))
-                .unwrap_or_default(),
+            Runtime::Containerd => containerd::of(facts).notes(pin, &facts.arch, platform),
             Runtime::Docker | Runtime::Crio => Vec::new(),
         }
     }

@@ -607,3 +607,21 @@ fn the_cris_settings_are_read_from_a_2_x_config_dump() {
     let containerd = config_from_dump(dump, &[("CONTAINERD_ADDRESS", "/x/c.sock")]);
     assert_eq!(containerd.address, "/x/c.sock");
 }
+
+#[test]
+fn a_missing_blob_is_told_from_other_failures() {
+    // containerd 1.6.20, a delta whose base was gone (test bed, node4).
+    assert!(lacks_content(
+        "ctr: failed to extract layer sha256:9322a3f52def2c8bdaed0c0f6152e278a0f7aa8b01c188e690a46ae6e24a46b2: failed to get reader from content store: content digest sha256:ee793a4de7016b963527f51f16eb66c6b0c163ce9f176c9eb75bba9f7f43b20e: not found"
+    ));
+    // The 2.x transfer service's wording (kind#3996).
+    assert!(lacks_content(
+        "ctr: rpc error: code = NotFound desc = content digest sha256:8db9bc11aa1a0d3a5c4e46a37e2fd2b24a12b9d4e1e3e8dc5df5e4fc8e9dc0f0: not found"
+    ));
+    // containerd stopped during the import (test bed, node4).
+    assert!(!lacks_content(
+        "ctr: failed to ingest \"blobs/sha256/6f2bbd970245bd8674d996495d23318a20941ef67869f59ce683576b8b46742c\": failed to copy: failed to send write: EOF: unknown"
+    ));
+    assert!(Runtime::Containerd.lacked_left_out_layers("content digest sha256:ee793a4de7016b963527f51f16eb66c6b0c163ce9f176c9eb75bba9f7f43b20e: not found"));
+    assert!(Runtime::Docker.lacked_left_out_layers("anything"));
+}
