@@ -176,7 +176,7 @@ fn check_reports_what_would_be_sent_and_changes_nothing() {
     let run = push(
         &tb,
         &cache.path().join("c"),
-        &["--check", "--delegate", "localhost"],
+        &["--check", "--delegate", "localhost", "--source", "docker"],
     );
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
     assert!(run.stdout().contains("PUSH CHECK"), "{}", run.stdout());
@@ -204,6 +204,8 @@ fn a_kept_archive_lands_in_local_release_dir_and_nothing_else_is_left() {
             "--keep-remote-cache",
             "--delegate",
             "localhost",
+            "--source",
+            "docker",
             "-l",
             "node2",
         ],
@@ -238,7 +240,14 @@ fn a_node_cut_off_mid_transfer_succeeds_on_a_later_attempt() {
             push(
                 &tb,
                 &cache.path().join("c"),
-                &["--delegate", "localhost", "-l", "node2:node3"],
+                &[
+                    "--delegate",
+                    "localhost",
+                    "--source",
+                    "docker",
+                    "-l",
+                    "node2:node3",
+                ],
             )
         });
         std::thread::sleep(Duration::from_secs(4));
@@ -267,7 +276,14 @@ fn a_node_down_for_the_whole_run_fails_alone_and_is_named() {
     let run = push(
         &tb,
         &cache.path().join("c"),
-        &["--delegate", "localhost", "--retries", "2"],
+        &[
+            "--delegate",
+            "localhost",
+            "--source",
+            "docker",
+            "--retries",
+            "2",
+        ],
     );
     tb.start_sshd(down);
     assert_eq!(run.code(), Some(1), "{}", run.stderr());
@@ -297,7 +313,14 @@ fn a_stopped_docker_daemon_fails_that_node_with_the_daemons_words() {
     let run = push(
         &tb,
         &cache.path().join("c"),
-        &["--delegate", "localhost", "--retries", "1"],
+        &[
+            "--delegate",
+            "localhost",
+            "--source",
+            "docker",
+            "--retries",
+            "1",
+        ],
     );
     tb.start_dockerd(node);
     assert_eq!(run.code(), Some(1), "{}", run.stderr());
@@ -351,6 +374,8 @@ fn bad_input_is_refused_before_anything_is_sent() {
                 "registry.testbed:5000/dropship/nope:v1",
                 "--delegate",
                 "localhost",
+                "--source",
+                "docker",
             ],
             "nope",
         ),
@@ -393,7 +418,11 @@ fn a_version_bump_sends_each_node_only_the_changed_layer() {
     tb.reset_nodes();
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("c");
-    let first = push(&tb, &cache_dir, &["--delegate", "localhost"]);
+    let first = push(
+        &tb,
+        &cache_dir,
+        &["--delegate", "localhost", "--source", "docker"],
+    );
     assert_eq!(first.code(), Some(0), "{}", first.stderr());
     let bump = Command::new(crate::support::repo().join("scripts/testbed-images.sh"))
         .arg("bump")
@@ -416,6 +445,8 @@ fn a_version_bump_sends_each_node_only_the_changed_layer() {
                 &bumped,
                 "--delegate",
                 "localhost",
+                "--source",
+                "docker",
                 "--json",
                 "-",
                 "--cache-dir",
@@ -480,6 +511,8 @@ fn a_node_holding_the_shared_base_gets_everything_but_the_base_and_no_delta_send
                 &[
                     "--delegate",
                     "localhost",
+                    "--source",
+                    "docker",
                     "-l",
                     &node.name,
                     "--image",
@@ -497,7 +530,14 @@ fn a_node_holding_the_shared_base_gets_everything_but_the_base_and_no_delta_send
                 &tb,
                 &cache_dir,
                 &[
-                    &["--delegate", "localhost", "-l", &node.name][..],
+                    &[
+                        "--delegate",
+                        "localhost",
+                        "--source",
+                        "docker",
+                        "-l",
+                        &node.name,
+                    ][..],
                     flags,
                     &rest,
                 ]
@@ -549,6 +589,8 @@ fn ctrl_c_stops_the_transfers_reports_and_leaves_no_partial_file() {
         .args([
             "--delegate",
             "localhost",
+            "--source",
+            "docker",
             "--keep-remote-cache",
             "-l",
             "node2",
@@ -612,6 +654,8 @@ fn a_delta_load_that_fails_is_resent_whole_in_the_same_attempt() {
         &[
             "--delegate",
             "localhost",
+            "--source",
+            "docker",
             "-l",
             "node2",
             "--image",
@@ -632,7 +676,18 @@ fn a_delta_load_that_fails_is_resent_whole_in_the_same_attempt() {
             push(
                 &tb,
                 &cache_dir,
-                &[&["--delegate", "localhost", "-l", "node2"][..], &rest].concat(),
+                &[
+                    &[
+                        "--delegate",
+                        "localhost",
+                        "--source",
+                        "docker",
+                        "-l",
+                        "node2",
+                    ][..],
+                    &rest,
+                ]
+                .concat(),
             )
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -686,7 +741,7 @@ fn ctrl_c_during_the_download_stops_without_waiting_for_it() {
         .arg(&tb.images_file)
         .arg("--cache-dir")
         .arg(cache.path())
-        .args(["--delegate", "localhost"])
+        .args(["--delegate", "localhost", "--source", "docker"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -299,7 +299,13 @@ fn containerd_stopped_during_its_import_fails_that_attempt_in_its_words_and_the_
     let _unshape = defer(|| tb.shape(node, None));
     let _restart = defer(|| tb.start_containerd(node));
     let run = std::thread::scope(|scope| {
-        let run = scope.spawn(|| push(&tb, &cache.path().join("c"), &["--delegate", "localhost"]));
+        let run = scope.spawn(|| {
+            push(
+                &tb,
+                &cache.path().join("c"),
+                &["--delegate", "localhost", "--source", "docker"],
+            )
+        });
         wait_for_import(node);
         tb.stop_containerd(node);
         tb.shape(node, None);
@@ -337,7 +343,18 @@ fn a_containerd_import_missing_a_left_out_blob_is_resent_whole_in_the_same_attem
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("c");
     let only = |extra: &[&str]| {
-        let args = [&["--delegate", "localhost", "-l", &node.name][..], extra].concat();
+        let args = [
+            &[
+                "--delegate",
+                "localhost",
+                "--source",
+                "docker",
+                "-l",
+                &node.name,
+            ][..],
+            extra,
+        ]
+        .concat();
         push(&tb, &cache_dir, &args)
     };
     let seeded = only(&["--image", &tb.images[0]]);
@@ -394,7 +411,14 @@ fn pinned_images_carry_the_label_and_the_recap_says_where_containerd_ignores_it(
         format!("{ini}\n[all:vars]\ndropship_pin_images=true\n"),
     )
     .unwrap();
-    let args = ["--delegate", "localhost", "-l", &node.name];
+    let args = [
+        "--delegate",
+        "localhost",
+        "--source",
+        "docker",
+        "-l",
+        &node.name,
+    ];
     let run = push_with(&tb, &dir.path().join("c"), &args, &inventory, &[]);
     assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout(), run.stderr());
     let labels = stdout(&succeed(tb.run_in(node, "ctr -n k8s.io images ls")));
@@ -412,7 +436,14 @@ fn pinned_images_carry_the_label_and_the_recap_says_where_containerd_ignores_it(
     let unpinned = push(
         &tb,
         &dir.path().join("c"),
-        &["--delegate", "localhost", "-l", "node4"],
+        &[
+            "--delegate",
+            "localhost",
+            "--source",
+            "docker",
+            "-l",
+            "node4",
+        ],
     );
     assert_eq!(unpinned.code(), Some(0), "{}", unpinned.stderr());
     let labels = stdout(&succeed(
@@ -437,7 +468,14 @@ fn containerd_and_crio_nodes_keep_nothing_unless_asked_then_one_archive_each() {
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("c");
     let limit = limit(&nodes);
-    let args = ["--delegate", "localhost", "-l", limit.as_str()];
+    let args = [
+        "--delegate",
+        "localhost",
+        "--source",
+        "docker",
+        "-l",
+        limit.as_str(),
+    ];
     let streamed = push(&tb, &cache_dir, &args);
     assert_eq!(streamed.code(), Some(0), "{}", streamed.stderr());
     for node in &nodes {

@@ -9,6 +9,7 @@ mod support;
 mod cache;
 mod inventory;
 mod push;
+mod registry_client;
 mod runtimes;
 mod ssh;
 mod testbed;

@@ -18,6 +18,7 @@ use futures::{FutureExt, StreamExt};
 use crate::image::Cache;
 use crate::shutdown::Signal;
 use crate::ssh::Connector;
+use fetch::Images;
 use node::NodeContext;
 use plan::{Plan, Target};
 use progress::Progress;
@@ -38,26 +39,33 @@ pub async fn run(
     shutdown: impl Future<Output = Signal>,
 ) -> RunReport {
     let shutdown = shutdown.boxed_local().shared();
-    let wanted = fetch::wanted(plan, connector, cache, progress);
+    let images = Images::new(plan, connector, cache, progress);
     let ctx = NodeContext {
         connector,
         cache,
-        wanted: wanted.clone(),
+        images: &images,
         delegate: plan.delegate.host_name(),
+        platform: plan.platform.as_ref(),
         settings: &plan.settings,
         progress,
     };
-    // The download runs even while no node waits for it (a remote delegate's own facts are
-    // read after it), and is not waited for once the run is interrupted.
+    // A daemon's download runs even while no node waits for it (a remote delegate's own facts
+    // are read after it); registries are asked as nodes of each platform come.
     let stopped = shutdown.clone();
-    let download = async {
-        tokio::select! {
-            result = wanted => result.err(),
-            _ = stopped => None,
+    let early = async {
+        if let Some(once) = images.once() {
+            tokio::select! {
+                _ = once => {}
+                _ = stopped => {}
+            }
         }
     };
-    let ((hosts, interrupted), download_error) =
-        tokio::join!(push_all(&ctx, &plan.targets, shutdown), download);
+    let ((hosts, interrupted), ()) = tokio::join!(push_all(&ctx, &plan.targets, shutdown), early);
+    // What is still downloading is not waited for once the run is interrupted.
+    let download_error = match interrupted {
+        Some(_) => None,
+        None => images.finish().await,
+    };
     progress.finish();
     RunReport {
         check: plan.settings.check,
@@ -69,7 +77,7 @@ pub async fn run(
 
 /// Every target's report in target order, and the signal that cut the run short, if any.
 async fn push_all(
-    ctx: &NodeContext<'_>,
+    ctx: &NodeContext<'_, '_>,
     targets: &[Target],
     shutdown: impl Future<Output = Signal>,
 ) -> (Vec<HostReport>, Option<Signal>) {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use sha2::{Digest as _, Sha256};
 
 use super::decide::{Decision, Delta, WantedImage, decide};
-use super::fetch::Wanted;
+use super::fetch::Images;
 use super::plan::{PushSettings, Target};
 use super::progress::Progress;
 use super::report::{HostReport, HostStatus, ImageAction, ImageResult};
@@ -22,12 +22,15 @@ use crate::retry::{self, Jitter, Transient};
 use crate::runtime::{self, Expected, LoadRequest, Runtime, Unready};
 use crate::ssh::{Connector, Session, SshError};
 
-pub struct NodeContext<'a> {
+/// What every node task shares; `'i` is the run's images, which borrow the rest (`'a`).
+pub struct NodeContext<'a, 'i> {
     pub connector: &'a Connector,
     pub cache: &'a Cache,
-    pub wanted: Wanted<'a>,
+    pub images: &'i Images<'a>,
     /// The remote download delegate, whose facts are only worth reading after the download.
     pub delegate: Option<&'a str>,
+    /// `--platform`: one platform for every node.
+    pub platform: Option<&'a Platform>,
     pub settings: &'a PushSettings,
     pub progress: &'a Progress,
 }
@@ -62,6 +65,11 @@ pub enum NodeError {
     Cache { host: String, source: CacheError },
     #[error("{host}: nothing to push, the download failed: {reason}")]
     Download { host: String, reason: Arc<String> },
+    #[error("{host}: {source}; set its platform with dropship_platform (e.g. linux/arm64)")]
+    Platform {
+        host: String,
+        source: crate::image::platform::PlatformError,
+    },
 }
 
 impl Transient for NodeError {
@@ -76,6 +84,7 @@ impl Transient for NodeError {
             | NodeError::NotInstalled { .. }
             | NodeError::Mismatch { .. }
             | NodeError::Cache { .. }
+            | NodeError::Platform { .. }
             | NodeError::Download { .. } => false,
         }
     }
@@ -131,6 +140,19 @@ pub fn coreos_os(target: &Target, facts: &Facts) -> Option<String> {
     })
 }
 
+/// The platform a node's images are for: `--platform`, else the inventory's word, else its
+/// `uname -m`.
+pub fn node_platform(
+    forced: Option<&Platform>,
+    target: &Target,
+    facts: &Facts,
+) -> Result<Platform, crate::image::platform::PlatformError> {
+    match forced.or(target.platform.as_ref()) {
+        Some(platform) => Ok(platform.clone()),
+        None => Platform::from_uname_machine(&facts.arch),
+    }
+}
+
 /// The node's runtime: the inventory's word, else what its facts show.
 pub fn runtime_for(target: &Target, facts: &Facts) -> Result<Runtime, NodeError> {
     let runtime = target.runtime.or_else(|| Runtime::detect(facts));
@@ -179,7 +201,7 @@ pub fn node_plan(facts: &Facts, runtime: Runtime, wanted: &[WantedImage], delta:
 }
 
 /// Push to one node, retrying transient failures; never fails: the report says what happened.
-pub async fn push(ctx: &NodeContext<'_>, target: &Target) -> HostReport {
+pub async fn push(ctx: &NodeContext<'_, '_>, target: &Target) -> HostReport {
     let host = target.host.name();
     let started = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
@@ -223,7 +245,7 @@ pub async fn push(ctx: &NodeContext<'_>, target: &Target) -> HostReport {
 }
 
 async fn attempt(
-    ctx: &NodeContext<'_>,
+    ctx: &NodeContext<'_, '_>,
     target: &Target,
     sent: &Arc<AtomicU64>,
     runtime: &Cell<Option<Runtime>>,
@@ -231,9 +253,11 @@ async fn attempt(
     let host = target.host.name();
     ctx.progress.step(host, "connecting");
     let session = ctx.connector.connect(&target.host).await?;
-    if ctx.delegate == Some(host) {
+    if ctx.delegate == Some(host)
+        && let Some(download) = ctx.images.once()
+    {
         // It pulls the images itself: read its facts afterwards, or they miss them.
-        let _ = ctx.wanted.clone().await;
+        let _ = download.await;
     }
     let become_ = target.host.become_.as_ref();
     let facts = facts::gather(&session, &ctx.settings.local_release_dir, become_).await?;
@@ -243,7 +267,7 @@ async fn attempt(
 }
 
 async fn act(
-    ctx: &NodeContext<'_>,
+    ctx: &NodeContext<'_, '_>,
     target: &Target,
     session: &Session,
     facts: &Facts,
@@ -256,14 +280,19 @@ async fn act(
     }
     runtime_seen.set(target.runtime.or_else(|| Runtime::detect(facts)));
     let runtime = runtime_for(target, facts)?;
-    let wanted = ctx
-        .wanted
-        .clone()
-        .await
-        .map_err(|reason| NodeError::Download {
+    let platform =
+        node_platform(ctx.platform, target, facts).map_err(|source| NodeError::Platform {
             host: host.to_string(),
-            reason,
+            source,
         })?;
+    let wanted =
+        ctx.images
+            .for_platform(&platform)
+            .await
+            .map_err(|reason| NodeError::Download {
+                host: host.to_string(),
+                reason,
+            })?;
     let NodePlan {
         images,
         send: sending,
@@ -275,8 +304,8 @@ async fn act(
         return Ok(outcome);
     }
     let chosen: Vec<&WantedImage> = sending.iter().map(|&i| &wanted[i]).collect();
-    let platform = common_platform(&chosen);
-    outcome.notes = runtime.notes(facts, target.pin, platform);
+    let images_platform = common_platform(&chosen);
+    outcome.notes = runtime.notes(facts, target.pin, images_platform, &platform);
     let ids: Vec<ImageId> = chosen.iter().map(|w| w.record.id).collect();
     let cache_error = |source| NodeError::Cache {
         host: host.to_string(),
@@ -293,14 +322,15 @@ async fn act(
         outcome.would_send = plan.wire_bytes().unwrap_or(plan.raw_bytes);
         return Ok(outcome);
     }
-    let expected: Vec<Expected> = chosen.iter().map(|w| runtime.expected(w)).collect();
+    let expected = Expected::from_plan(&plan);
     let node = Node {
         target,
         session,
         facts,
         runtime,
         expected: &expected,
-        platform,
+        platform: images_platform,
+        node_platform: &platform,
     };
     let delta_used = !plan.omitted.is_empty();
     match send(ctx, &node, plan, sent).await {
@@ -362,10 +392,11 @@ struct Node<'a> {
     expected: &'a [Expected],
     /// The platform of the images sent, when they share one.
     platform: Option<&'a Platform>,
+    node_platform: &'a Platform,
 }
 
 async fn send(
-    ctx: &NodeContext<'_>,
+    ctx: &NodeContext<'_, '_>,
     node: &Node<'_>,
     plan: ArchivePlan,
     sent: &Arc<AtomicU64>,
@@ -386,6 +417,7 @@ async fn send(
             expected: node.expected,
             pin: node.target.pin,
             platform: node.platform,
+            node: node.node_platform,
             become_: node.target.host.become_.as_ref(),
         },
     );
@@ -447,6 +479,7 @@ mod tests {
             coreos,
             runtime,
             pin: false,
+            platform: None,
         }
     }
 
@@ -462,6 +495,30 @@ mod tests {
             })
             .collect();
         facts
+    }
+
+    #[test]
+    fn the_platform_is_the_flags_else_the_inventorys_else_uname() {
+        let mut facts = docker_facts(&[], false);
+        facts.arch = "aarch64".into();
+        let arm64 = Platform::parse("linux/arm64/v8").unwrap();
+        assert_eq!(
+            node_platform(None, &target(None, None), &facts).unwrap(),
+            arm64
+        );
+        let amd64 = Platform::parse("linux/amd64").unwrap();
+        let mut declared = target(None, None);
+        declared.platform = Some(Platform::parse("linux/arm/v7").unwrap());
+        assert_eq!(
+            node_platform(None, &declared, &facts).unwrap().to_string(),
+            "linux/arm/v7"
+        );
+        assert_eq!(
+            node_platform(Some(&amd64), &declared, &facts).unwrap(),
+            amd64
+        );
+        facts.arch = "mystery".into();
+        assert!(node_platform(None, &target(None, None), &facts).is_err());
     }
 
     #[test]

@@ -6,13 +6,15 @@
 
 use std::path::PathBuf;
 
-use super::kubespray::{DownloadSettings, images_from_inventory};
-use crate::cli::PushArgs;
+use super::kubespray::{DownloadSettings, RegistrySettings, images_from_inventory};
+use crate::cli::{PushArgs, SourceArg};
 use crate::image::compression::zstd_level_for_gzip;
+use crate::image::platform::{Platform, PlatformError};
 use crate::image::source::PullPolicy;
 use crate::image::{Cache, ImageRef, RefError};
 use crate::inventory::host_vars::HostVars;
 use crate::inventory::{Inventory, InventoryError, connection};
+use crate::registry::{ConfigError, Mirrors, MirrorsError, Registry, RegistryConfig};
 use crate::retry::RetryPolicy;
 use crate::runtime::Runtime;
 use crate::ssh::Host;
@@ -20,7 +22,8 @@ use crate::ssh::Host;
 /// Where images are pulled and saved once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delegate {
-    /// The docker daemon of the machine running dropship (`download_localhost`).
+    /// The machine running dropship (`download_localhost`): the registries in-process, or its
+    /// Docker daemon (see [`LocalSource`]).
     Localhost,
     /// An inventory host, reached over SSH like any node (Kubespray's `download_delegate`).
     Host(Box<Host>),
@@ -47,6 +50,9 @@ pub struct Target {
     /// `dropship_pin_images`: label loaded images pinned (containerd), so that kubelet's image
     /// GC keeps them.
     pub pin: bool,
+    /// The platform the inventory says the host runs (`dropship_platform`, `image_arch`);
+    /// `None` lets its `uname -m` decide.
+    pub platform: Option<Platform>,
 }
 
 /// What every node task shares.
@@ -64,18 +70,29 @@ pub struct PushSettings {
     pub check: bool,
 }
 
+/// How the localhost delegate gets images.
+#[derive(Clone)]
+pub enum LocalSource {
+    /// From their registries, in-process, streamed to the nodes while they download.
+    Registry(Registry),
+    /// From the Docker daemon next to dropship, for images that exist only there.
+    Daemon,
+}
+
 pub struct Plan {
     pub targets: Vec<Target>,
     pub delegate: Delegate,
     /// The remote delegate's runtime, as the inventory names it (`None`: its facts decide).
     pub delegate_runtime: Option<Runtime>,
+    /// With [`Delegate::Localhost`]: where images come from.
+    pub local_source: LocalSource,
     pub images: Vec<ImageRef>,
     pub settings: PushSettings,
     pub pull: PullPolicy,
     /// `--offline`: the cache alone, contacting no delegate or registry.
     pub offline: bool,
-    /// `--platform`: pull this platform on the delegate.
-    pub platform: Option<String>,
+    /// `--platform`: this platform for every node, instead of each node's own.
+    pub platform: Option<Platform>,
     pub cache_dir: PathBuf,
     pub zstd_level: i32,
 }
@@ -96,6 +113,20 @@ pub enum PlanError {
     NoTargets { pattern: String },
     #[error("--delegate {name}: not an inventory host; use `localhost` or a host of the inventory")]
     UnknownDelegate { name: String },
+    #[error("--platform: {0}")]
+    Platform(PlatformError),
+    #[error("host '{host}': {name}: {source}")]
+    HostPlatform {
+        host: String,
+        name: &'static str,
+        source: PlatformError,
+    },
+    #[error(transparent)]
+    Mirrors(#[from] MirrorsError),
+    #[error(transparent)]
+    Registry(#[from] ConfigError),
+    #[error("dropship_image_source must be `registry` or `docker`, got {0:?}")]
+    Source(String),
 }
 
 /// `requested` are the images from `--image` and `--images-file`; without any, the
@@ -116,6 +147,7 @@ pub fn build(
                 coreos: vars.bool("dropship_coreos")?,
                 runtime: runtime_of(&vars)?,
                 pin: vars.bool("dropship_pin_images")?.unwrap_or(false),
+                platform: target_platform(&vars)?,
                 host,
             })
         })
@@ -142,6 +174,12 @@ pub fn build(
     if images.is_empty() {
         return Err(PlanError::NoImages);
     }
+    let platform = args
+        .platform
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()
+        .map_err(PlanError::Platform)?;
     let delegate = delegate(inventory, args.delegate.as_deref(), &download)?;
     let delegate_runtime = match delegate.host_name() {
         Some(name) => runtime_of(&HostVars::new(inventory, name))?,
@@ -151,6 +189,7 @@ pub fn build(
         targets,
         delegate,
         delegate_runtime,
+        local_source: local_source(inventory, args)?,
         images,
         settings: PushSettings {
             retry: RetryPolicy::new(
@@ -170,7 +209,7 @@ pub fn build(
             PullPolicy::IfMissing
         },
         offline: args.offline,
-        platform: args.platform.clone(),
+        platform,
         cache_dir: Cache::resolve_dir(
             args.cache.cache_dir.as_deref(),
             download.cache_dir.as_deref(),
@@ -194,6 +233,67 @@ pub fn runtime_of(vars: &HostVars<'_>) -> Result<Option<Runtime>, InventoryError
             format!("must be docker, containerd or crio, got {value}"),
         )),
     }
+}
+
+/// A target's own platform, when the inventory sets it: `dropship_platform` (`os/arch[/variant]`),
+/// else Kubespray's `image_arch` (an architecture, Linux implied).
+fn target_platform(vars: &HostVars) -> Result<Option<Platform>, PlanError> {
+    let error = |name, source| PlanError::HostPlatform {
+        host: vars.host().to_string(),
+        name,
+        source,
+    };
+    if let Some(text) = vars.string(&["dropship_platform"])? {
+        return Platform::parse(&text)
+            .map(Some)
+            .map_err(|e| error("dropship_platform", e));
+    }
+    match vars.string(&["image_arch"])? {
+        Some(arch) => Platform::parse(&format!("linux/{arch}"))
+            .map(Some)
+            .map_err(|e| error("image_arch", e)),
+        None => Ok(None),
+    }
+}
+
+/// `--source`, else `dropship_image_source`, else the registries; and how to reach them.
+fn local_source(inventory: &Inventory, args: &PushArgs) -> Result<LocalSource, PlanError> {
+    let chosen = match args.source {
+        Some(source) => source,
+        None => match images_source_var(inventory)?.as_deref() {
+            None | Some("registry") => SourceArg::Registry,
+            Some("docker") => SourceArg::Docker,
+            Some(other) => return Err(PlanError::Source(other.to_string())),
+        },
+    };
+    if chosen == SourceArg::Docker {
+        return Ok(LocalSource::Daemon);
+    }
+    let settings = RegistrySettings::from_inventory(inventory)?;
+    let defaults = RegistryConfig::default();
+    let config = RegistryConfig {
+        plain_http: settings
+            .plain_http
+            .into_iter()
+            .chain(args.insecure_registries.iter().cloned())
+            .collect(),
+        ca_files: settings
+            .ca_files
+            .into_iter()
+            .chain(args.registry_cas.iter().cloned())
+            .collect(),
+        mirrors: Mirrors::from_kubespray(&settings.mirrors)?,
+        connect_timeout: std::time::Duration::from_secs(args.connect.connect_timeout.max(1)),
+        ..defaults
+    };
+    Ok(LocalSource::Registry(Registry::new(config)?))
+}
+
+fn images_source_var(inventory: &Inventory) -> Result<Option<String>, PlanError> {
+    Ok(match super::kubespray::play_host(inventory)? {
+        Some(host) => HostVars::new(inventory, &host).string(&["dropship_image_source"])?,
+        None => None,
+    })
 }
 
 /// `--delegate` wins; else Kubespray's rule: localhost with `download_localhost`, else the
@@ -231,7 +331,7 @@ mod tests {
     fn args(extra: &[&str]) -> PushArgs {
         let cli = crate::cli::Cli::parse_from(["dropship", "push"].iter().chain(extra));
         match cli.command {
-            crate::cli::Command::Push(args) => args,
+            crate::cli::Command::Push(args) => *args,
             _ => unreachable!(),
         }
     }
@@ -333,7 +433,9 @@ download_keep_remote_cache=yes
         let flags = args(&["--offline", "--platform", "linux/arm64"]);
         let plan = build(&inv, None, &flags, refs(&["app:v1"])).unwrap();
         assert!(plan.offline);
-        assert_eq!(plan.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(plan.platform, Some(Platform::parse("linux/arm64").unwrap()));
+        let err = build(&inv, None, &args(&["--platform", "arm64"]), refs(&["a"]));
+        assert!(matches!(err, Err(PlanError::Platform(_))));
     }
 
     #[test]

@@ -27,9 +27,8 @@ pub struct RegistryError {
 pub enum ErrorKind {
     #[error("the connection failed: {0}")]
     Network(String),
-    #[error(
-        "its TLS certificate is not trusted: {0} (give its CA, or configure the host as plain HTTP if it is one)"
-    )]
+    /// TLS that cannot work as configured: an untrusted certificate, or a plain-HTTP server.
+    #[error("TLS failed: {0}")]
     Tls(String),
     #[error("the registry is unavailable ({status}): {message}")]
     Unavailable { status: u16, message: String },
@@ -116,9 +115,9 @@ impl ErrorKind {
     pub(crate) fn from_transport(error: &reqwest::Error) -> ErrorKind {
         let mut message = error.to_string();
         let mut source = std::error::Error::source(error);
-        let mut tls = false;
+        let mut hint = None;
         while let Some(cause) = source {
-            tls |= is_certificate_error(cause);
+            hint = hint.or_else(|| tls_hint(cause));
             let text = cause.to_string();
             if !message.contains(&text) {
                 message.push_str(": ");
@@ -126,26 +125,33 @@ impl ErrorKind {
             }
             source = cause.source();
         }
-        if tls {
-            ErrorKind::Tls(message)
-        } else {
-            ErrorKind::Network(message)
+        match hint {
+            Some(hint) => ErrorKind::Tls(format!("{message} ({hint})")),
+            None => ErrorKind::Network(message),
         }
     }
 }
 
-/// rustls' verdict on a certificate, however deep hyper and the io layer wrapped it.
-fn is_certificate_error(cause: &(dyn std::error::Error + 'static)) -> bool {
-    let rustls_error = cause.downcast_ref::<rustls::Error>().or_else(|| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    });
-    matches!(
-        rustls_error,
-        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
-    )
+/// What to do about a TLS failure that will not pass by itself, if `cause` is one: rustls'
+/// verdict, however deep hyper and io errors wrapped it (an `io::Error`'s `source()` skips
+/// the error it wraps, so those are unwrapped by hand).
+fn tls_hint(cause: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut current = cause;
+    while let Some(inner) = current
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        current = inner;
+    }
+    match current.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            Some("trust its CA, or name it a plain-HTTP registry if it is one")
+        }
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+            Some("it does not speak TLS: name it a plain-HTTP registry if it is one")
+        }
+        _ => None,
+    }
 }
 
 impl Transient for RegistryError {

@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::delegate::Next;
 use super::transfer::Loader;
-use super::{Expected, Holdings, LoadRequest, Mismatch, Unready, digest_of_name, node_platform};
+use super::{Expected, Holdings, LoadRequest, Mismatch, Unready, digest_of_name};
 use crate::facts::{Facts, Sections};
 use crate::image::manifest::{self, Content};
 use crate::image::platform::Platform;
@@ -492,14 +492,12 @@ impl ContainerdFacts {
     }
 
     /// The import, with 1.x's pin as a second command (1.6/1.7 have no `--label` on import).
-    pub fn loader(&self, request: &LoadRequest<'_>, machine: &str) -> Loader {
-        let node = node_platform(machine);
-        let fallback = Platform::new("linux", "amd64", None);
-        let platform = request.platform.or(node.as_ref()).unwrap_or(&fallback);
+    pub fn loader(&self, request: &LoadRequest<'_>) -> Loader {
+        let platform = request.platform.unwrap_or(request.node);
         let import = format!(
             "{} {}",
             self.ctr(),
-            quote_words(&self.import_args(platform, node.as_ref(), request.pin))
+            quote_words(&self.import_args(platform, Some(request.node), request.pin))
         );
         let after = (request.pin && !self.is_v2()).then(|| {
             format!(
@@ -532,7 +530,7 @@ impl ContainerdFacts {
         ))
     }
 
-    pub fn notes(&self, pin: bool, machine: &str, platform: Option<&Platform>) -> Vec<String> {
+    pub fn notes(&self, pin: bool, images: Option<&Platform>, node: &Platform) -> Vec<String> {
         let mut notes = Vec::new();
         if !self.cri {
             notes.push(
@@ -544,7 +542,7 @@ impl ContainerdFacts {
                 "images are labelled pinned, but containerd {version} does not report pins to kubelet (1.6.25, 1.7.10 or 2.0 do)"
             ));
         }
-        if let (Some(node), Some(platform)) = (node_platform(machine), platform)
+        if let Some(platform) = images
             && node.rank(platform).is_none()
         {
             notes.push(format!(
@@ -584,17 +582,17 @@ pub fn lacks_content(stderr: &str) -> bool {
         .is_match(stderr)
 }
 
-/// Every name a load creates: the tags, and the digest names.
+/// Every name a load creates (not the IDs that stand for unnamed images).
 fn loaded_names(expected: &[Expected]) -> Vec<String> {
     expected
         .iter()
-        .flat_map(|e| std::iter::once(&e.name).chain(&e.digest_name))
+        .flat_map(|e| &e.names)
         .filter(|name| Digest::parse(name).is_err())
         .cloned()
         .collect()
 }
 
-/// Reads what [`ContainerdFacts::verify_script`] printed: every expected name leads to the
+/// Reads what [`ContainerdFacts::verify_script`] printed: every expected tag leads to the
 /// expected config, unpacked into the CRI's snapshotter; every digest name points at its
 /// digest.
 pub fn check_loaded(
@@ -607,44 +605,53 @@ pub fn check_loaded(
     let content: Vec<&str> = content.lines().collect();
     let store = Store::parse(&images, &content, &[]);
     for want in expected {
-        let mismatch = |found: String| Mismatch {
-            name: want.name.clone(),
-            expected: want.id.to_string(),
-            found,
+        for name in &want.names {
+            check_name(&store, name, &want.id, snapshotter)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_name(store: &Store, name: &str, id: &ImageId, snapshotter: &str) -> Result<(), Mismatch> {
+    let mismatch = |expected: String, found: String| Mismatch {
+        name: name.to_string(),
+        expected,
+        found,
+    };
+    if let Some(digest) = digest_of_name(name) {
+        let held = store.images.iter().find(|image| image.name == name);
+        return match held {
+            Some(image) if image.target == digest => Ok(()),
+            _ => Err(mismatch(
+                digest.to_string(),
+                held.map_or("missing".into(), |i| i.target.to_string()),
+            )),
         };
-        let candidates: Vec<&StoredImage> = match ImageRef::parse(&want.name) {
-            Ok(reference) if Digest::parse(&want.name).is_err() => store.named(&reference),
-            _ => store.images.iter().collect(), // an image ID: any name will do
-        };
-        let Some(image) = candidates
+    }
+    let candidates: Vec<&StoredImage> = match ImageRef::parse(name) {
+        Ok(reference) if Digest::parse(name).is_err() => store.named(&reference),
+        _ => store.images.iter().collect(), // an image ID: any name will do
+    };
+    let Some(image) = candidates
+        .iter()
+        .find(|image| store.configs(&image.target).contains(id))
+    else {
+        let found = candidates
             .iter()
-            .find(|image| store.configs(&image.target).contains(&want.id))
-        else {
-            let found = candidates
-                .iter()
-                .flat_map(|image| store.configs(&image.target))
-                .map(|config| config.to_string())
-                .next()
-                .unwrap_or_else(|| "missing".to_string());
-            return Err(mismatch(found));
-        };
-        if !store.unpacked(&want.id, snapshotter) {
-            return Err(mismatch(format!(
+            .flat_map(|image| store.configs(&image.target))
+            .map(|config| config.to_string())
+            .next()
+            .unwrap_or_else(|| "missing".to_string());
+        return Err(mismatch(id.to_string(), found));
+    };
+    if !store.unpacked(id, snapshotter) {
+        return Err(mismatch(
+            id.to_string(),
+            format!(
                 "{} but not unpacked into the {snapshotter} snapshotter",
                 image.target
-            )));
-        }
-        if let Some(name) = &want.digest_name {
-            let digest = digest_of_name(name);
-            let by_digest = store.images.iter().find(|image| &image.name == name);
-            if by_digest.map(|image| image.target) != digest || digest.is_none() {
-                return Err(Mismatch {
-                    name: name.clone(),
-                    expected: name.rsplit('@').next().unwrap_or_default().to_string(),
-                    found: by_digest.map_or("missing".into(), |i| i.target.to_string()),
-                });
-            }
-        }
+            ),
+        ));
     }
     Ok(())
 }

@@ -151,12 +151,15 @@ pub fn loader() -> Loader {
     }
 }
 
-/// Prints the image ID (hex) of every expected name, in order.
+/// Prints the image ID (hex) of every expected tag, in order.
 pub fn verify_script(expected: &[Expected]) -> String {
-    if expected.is_empty() {
+    let names: Vec<&str> = Expected::inspected(expected)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    if names.is_empty() {
         return String::new();
     }
-    let names: Vec<&str> = expected.iter().map(|e| e.name.as_str()).collect();
     format!(
         "podman image inspect --format '{{{{.Id}}}}' {}",
         quote_words(&names)

@@ -176,12 +176,15 @@ pub fn loader() -> super::transfer::Loader {
     super::transfer::Loader::stdin("docker load")
 }
 
-/// Prints the image ID of every expected name, in order.
+/// Prints the image ID of every expected tag, in order.
 pub fn verify_script(expected: &[Expected]) -> String {
-    if expected.is_empty() {
+    let names: Vec<&str> = Expected::inspected(expected)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    if names.is_empty() {
         return String::new();
     }
-    let names: Vec<&str> = expected.iter().map(|e| e.name.as_str()).collect();
     format!(
         "docker image inspect --format '{{{{.Id}}}}' {}",
         quote_words(&names)
@@ -277,12 +280,15 @@ mod tests {
 
     #[test]
     fn the_verify_script_inspects_every_name_quoted() {
-        let expected = |name: &str| Expected {
-            name: name.into(),
+        let expected = Expected {
             id: digest("x"),
-            digest_name: None,
+            names: vec![
+                "reg:5000/app:v1".into(),
+                "it's:odd".into(),
+                "reg:5000/app@sha256:1".into(),
+            ],
         };
-        let script = verify_script(&[expected("reg:5000/app:v1"), expected("it's:odd")]);
+        let script = verify_script(&[expected]);
         assert_eq!(
             script,
             "docker image inspect --format '{{.Id}}' 'reg:5000/app:v1' 'it'\\''s:odd'"

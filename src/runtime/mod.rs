@@ -30,7 +30,7 @@ pub use docker::DockerFacts;
 
 use crate::facts::Facts;
 use crate::image::platform::Platform;
-use crate::image::{ArchiveFormat, ArchiveLayout, DiffId, Digest, ImageId};
+use crate::image::{ArchiveFormat, ArchiveLayout, ArchivePlan, DiffId, Digest, ImageId};
 use crate::push::decide::WantedImage;
 use crate::push::transfer::{self, Landing};
 use crate::ssh::{Become, RemoteCommand};
@@ -55,14 +55,44 @@ pub enum Unready {
     Down(String),
 }
 
-/// What a node must hold after a load: `name` (a tag, or the image ID for a digest-only
-/// reference) with image ID `id`, and, where the cache knows the registry's manifest (or
-/// index), `repo@digest` too.
+/// What a node must hold after a load: image `id` under each of `names`, as the archive names
+/// it (its tags in full, and in an OCI layout `repo@digest` too; its ID when it has no name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected {
-    pub name: String,
     pub id: ImageId,
-    pub digest_name: Option<String>,
+    pub names: Vec<String>,
+}
+
+impl Expected {
+    /// Every image of the archive, with its names.
+    pub fn from_plan(plan: &ArchivePlan) -> Vec<Expected> {
+        plan.images
+            .iter()
+            .zip(&plan.names)
+            .map(|(id, names)| Expected {
+                id: *id,
+                names: if names.is_empty() {
+                    vec![id.to_string()]
+                } else {
+                    names.clone()
+                },
+            })
+            .collect()
+    }
+
+    /// (name, ID) for every tag or ID, in order: what `docker`/`podman image inspect` take
+    /// (`repo@digest` names are containerd's).
+    fn inspected(expected: &[Expected]) -> Vec<(&str, &ImageId)> {
+        expected
+            .iter()
+            .flat_map(|e| {
+                e.names
+                    .iter()
+                    .filter(|n| !n.contains('@'))
+                    .map(move |n| (n.as_str(), &e.id))
+            })
+            .collect()
+    }
 }
 
 /// A load that did not leave what it should have.
@@ -85,6 +115,8 @@ pub struct LoadRequest<'a> {
     pub pin: bool,
     /// The platform the images are for, where known.
     pub platform: Option<&'a Platform>,
+    /// The node's own platform (the inventory's word, else its `uname -m`).
+    pub node: &'a Platform,
     pub become_: Option<&'a Become>,
 }
 
@@ -185,32 +217,11 @@ impl Runtime {
         }
     }
 
-    /// What the node must hold once `image` is loaded: its fully qualified tag (its image ID for
-    /// a digest reference) with its ID, and `repo@digest` where the runtime keeps registry
-    /// digests (containerd; `docker load` and a docker-archive in podman synthesise manifests).
-    pub fn expected(self, image: &WantedImage) -> Expected {
-        let reference = &image.reference;
-        Expected {
-            name: reference.tag().map_or_else(
-                || image.record.id.to_string(),
-                |tag| format!("{}:{tag}", reference.repository()),
-            ),
-            id: image.record.id,
-            digest_name: match self {
-                Runtime::Containerd => containerd::registry_digest_name(image),
-                Runtime::Docker | Runtime::Crio => None,
-            },
-        }
-    }
-
     /// How many images the node holds in this runtime (`dropship ping`).
     pub fn images_held(self, facts: &Facts) -> usize {
         match self {
             Runtime::Docker => facts.docker.as_ref().map_or(0, |d| d.images.len()),
-            Runtime::Containerd => facts
-                .containerd
-                .as_ref()
-                .map_or(0, |c| c.store.images.len()),
+            Runtime::Containerd => containerd::of(facts).store.images.len(),
             Runtime::Crio => facts.crio.as_ref().map_or(0, |c| c.images.len()),
         }
     }
@@ -231,10 +242,7 @@ impl Runtime {
             Runtime::Docker => (docker::loader(), docker::verify_script(request.expected)),
             Runtime::Containerd => {
                 let containerd = containerd::of(facts);
-                (
-                    containerd.loader(request, &facts.arch),
-                    containerd.verify_script(),
-                )
+                (containerd.loader(request), containerd.verify_script())
             }
             Runtime::Crio => (crio::loader(), crio::verify_script(request.expected)),
         };
@@ -293,28 +301,35 @@ impl Runtime {
         }
     }
 
-    /// Things worth telling about this node's runtime that do not stop the push.
-    pub fn notes(self, facts: &Facts, pin: bool, platform: Option<&Platform>) -> Vec<String> {
+    /// Things worth telling about this node's runtime that do not stop the push: `images` is
+    /// the platform of the images sent, `node` the node's.
+    pub fn notes(
+        self,
+        facts: &Facts,
+        pin: bool,
+        images: Option<&Platform>,
+        node: &Platform,
+    ) -> Vec<String> {
         match self {
-            Runtime::Containerd => containerd::of(facts).notes(pin, &facts.arch, platform),
+            Runtime::Containerd => containerd::of(facts).notes(pin, images, node),
             Runtime::Docker | Runtime::Crio => Vec::new(),
         }
     }
 }
 
-/// One image ID per expected name, in order, as `docker`/`podman image inspect` print them.
+/// One image ID per expected tag, in order, as `docker`/`podman image inspect` print them.
 fn check_ids(
     report: &str,
     expected: &[Expected],
     form: impl Fn(&ImageId) -> String,
 ) -> Result<(), Mismatch> {
     let found: Vec<&str> = report.split_whitespace().collect();
-    for (i, want) in expected.iter().enumerate() {
+    for (i, (name, id)) in Expected::inspected(expected).into_iter().enumerate() {
         let got = found.get(i).copied().unwrap_or("missing");
-        let expected = form(&want.id);
+        let expected = form(id);
         if got != expected {
             return Err(Mismatch {
-                name: want.name.clone(),
+                name: name.to_string(),
                 expected,
                 found: got.to_string(),
             });
@@ -420,9 +435,8 @@ mod tests {
     fn ids_are_checked_in_order_in_each_runtimes_form() {
         let id = Digest::of(b"config");
         let expected = [Expected {
-            name: "reg/app:v1".into(),
             id,
-            digest_name: None,
+            names: vec!["reg/app:v1".into(), "reg/app@sha256:1".into()],
         }];
         assert_eq!(
             check_ids(&id.to_string(), &expected, |i| i.to_string()),

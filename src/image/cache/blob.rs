@@ -5,10 +5,10 @@
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-use super::atomic::TempFile;
+use super::atomic::{self, TempFile};
 use super::layer::VerifyingReader;
-use super::{Cache, CacheError};
-use crate::image::digest::{Digest, Hashing};
+use super::{Cache, CacheError, ImageRecord};
+use crate::image::digest::{Digest, Hashing, ImageId};
 use crate::image::manifest::{self, Descriptor, ImageManifest};
 
 /// Manifests and configs are read whole; anything larger is not one.
@@ -51,6 +51,28 @@ impl Cache {
             });
         }
         temp.persist(&path).map_err(CacheError::io(&path))
+    }
+
+    /// Keep an image config (its sha256 is the image ID), checked.
+    pub fn store_config(&self, config: &[u8], id: &ImageId) -> Result<(), CacheError> {
+        let path = self.config_path(id);
+        if Digest::of(config) != *id {
+            return Err(CacheError::Corrupt {
+                what: format!("config of image {id}"),
+                path,
+                detail: format!("its sha256 is {}", Digest::of(config)),
+            });
+        }
+        if path.is_file() {
+            return Ok(());
+        }
+        atomic::write_file(&path, config).map_err(CacheError::io(&path))
+    }
+
+    /// Record an image whose config and manifests the cache holds (its layers may still be
+    /// arriving: it is complete once they are). Tags move to it as with an ingest.
+    pub fn add_record(&self, record: ImageRecord) -> Result<(), CacheError> {
+        self.commit_record(record)
     }
 
     /// A served blob, streamed and checked against its digest as it is read.

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub mod localhost;
+pub mod registry;
 
 use crate::image::cache::{Cache, CacheError, IngestReport};
 use crate::image::{ImageId, ImageRef};
@@ -46,6 +47,27 @@ pub enum SourceError {
     Credentials(#[from] CredentialError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    Registry(Box<crate::registry::RegistryError>),
+    #[error("{reference}: the registry served something unusable: {detail}")]
+    Unusable { reference: String, detail: String },
+    #[error("a download task stopped: {0}")]
+    Task(String),
+}
+
+impl From<crate::registry::RegistryError> for SourceError {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        SourceError::Registry(Box::new(e))
+    }
+}
+
+impl SourceError {
+    fn unusable(reference: &ImageRef, detail: String) -> SourceError {
+        SourceError::Unusable {
+            reference: reference.to_string(),
+            detail,
+        }
+    }
 }
 
 impl Transient for SourceError {
@@ -53,6 +75,7 @@ impl Transient for SourceError {
         match self {
             SourceError::Pull { .. } => true,
             SourceError::Ssh(e) => e.is_transient(),
+            SourceError::Registry(e) => e.is_transient(),
             _ => false,
         }
     }

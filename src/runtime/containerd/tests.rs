@@ -274,12 +274,13 @@ fn containerd_1_imports_locally_into_the_cris_snapshotter_and_pins_with_a_second
     }
     let facts = node("1.6.20~ds1", "native");
     let expected = [Expected {
-        name: "registry.testbed:5000/dropship/app1:v1".into(),
         id: digest(APP1_CONFIG),
-        digest_name: Some(format!(
-            "registry.testbed:5000/dropship/app1@{APP1_MANIFEST}"
-        )),
+        names: vec![
+            "registry.testbed:5000/dropship/app1:v1".into(),
+            format!("registry.testbed:5000/dropship/app1@{APP1_MANIFEST}"),
+        ],
     }];
+    let arm64 = platform("linux/arm64/v8");
     let request = LoadRequest {
         format: ArchiveFormat::Tar,
         landing: &Landing::Stream,
@@ -287,9 +288,10 @@ fn containerd_1_imports_locally_into_the_cris_snapshotter_and_pins_with_a_second
         expected: &expected,
         pin: true,
         platform: None,
+        node: &arm64,
         become_: None,
     };
-    let loader = facts.loader(&request, "aarch64");
+    let loader = facts.loader(&request);
     assert_eq!(
         loader.stdin,
         "ctr -a '/run/containerd/containerd.sock' -n k8s.io 'images' 'import' '--platform' 'linux/arm64/v8' '--snapshotter' 'native' '-'",
@@ -302,7 +304,7 @@ fn containerd_1_imports_locally_into_the_cris_snapshotter_and_pins_with_a_second
     };
     assert!(
         facts
-            .loader(&for_amd64, "aarch64")
+            .loader(&for_amd64)
             .stdin
             .contains("'--platform' 'linux/amd64'"),
         "the images' platform wins: the archive holds only theirs"
@@ -321,7 +323,7 @@ fn containerd_1_imports_locally_into_the_cris_snapshotter_and_pins_with_a_second
         pin: false,
         ..request
     };
-    assert_eq!(facts.loader(&unpinned, "x86_64").after, None);
+    assert_eq!(facts.loader(&unpinned).after, None);
 }
 
 use crate::image::ArchiveFormat;
@@ -375,13 +377,10 @@ fn containerd_2_uses_the_transfer_service_where_it_unpacks_and_local_elsewhere()
         expected: &expected,
         pin: true,
         platform: Some(&amd64),
+        node: &amd64,
         become_: None,
     };
-    assert_eq!(
-        facts.loader(&request, "x86_64").after,
-        None,
-        "--label did it"
-    );
+    assert_eq!(facts.loader(&request).after, None, "--label did it");
 }
 
 #[test]
@@ -389,6 +388,7 @@ fn the_load_command_imports_then_lists_with_the_same_words_the_facts_use() {
     let mut facts = captured();
     facts.containerd.as_mut().unwrap().address = "/run/k8s/containerd.sock".into();
     let expected: [Expected; 0] = [];
+    let amd64 = platform("linux/amd64");
     let command = Runtime::Containerd.load_command(
         &facts,
         &LoadRequest {
@@ -398,6 +398,7 @@ fn the_load_command_imports_then_lists_with_the_same_words_the_facts_use() {
             expected: &expected,
             pin: false,
             platform: None,
+            node: &amd64,
             become_: Some(&crate::ssh::Become { user: None }),
         },
     );
@@ -417,17 +418,26 @@ fn the_load_command_imports_then_lists_with_the_same_words_the_facts_use() {
 #[test]
 fn a_failed_import_removes_the_names_it_was_creating() {
     let facts = node("1.6.20", "overlayfs");
-    let expected = [Expected {
-        name: "registry.testbed:5000/dropship/app1:v1".into(),
-        id: digest(APP1_CONFIG),
-        digest_name: Some("registry.testbed:5000/dropship/app1@sha256:1".into()),
-    }];
+    let expected = [
+        Expected {
+            id: digest(APP1_CONFIG),
+            names: vec![
+                "registry.testbed:5000/dropship/app1:v1".into(),
+                "registry.testbed:5000/dropship/app1@sha256:1".into(),
+            ],
+        },
+        Expected {
+            id: digest(APP2_CONFIG),
+            names: vec![APP2_CONFIG.into()],
+        },
+    ];
     assert_eq!(
         facts.remove_command(&expected).render(),
         RemoteCommand::shell(
             "ctr -a '/run/containerd/containerd.sock' -n k8s.io images rm 'registry.testbed:5000/dropship/app1:v1' 'registry.testbed:5000/dropship/app1@sha256:1' >/dev/null 2>&1 || true"
         )
-        .render()
+        .render(),
+        "names, not the ID standing for an unnamed image"
     );
 }
 
@@ -438,9 +448,8 @@ const APP2_CONFIG: &str = "sha256:4d9139016a63ecde1c9c298d8b283a10ef1ea6068c6869
 #[test]
 fn the_check_finds_every_name_with_its_config_unpacked() {
     let want = |name: &str, id: &str| Expected {
-        name: name.into(),
         id: digest(id),
-        digest_name: None,
+        names: vec![name.into()],
     };
     let app2 = want("registry.testbed:5000/dropship/app2:v1", APP2_CONFIG);
     assert_eq!(
@@ -463,27 +472,36 @@ fn the_check_finds_every_name_with_its_config_unpacked() {
             .found,
         "missing"
     );
+    // An image with no name is found by its config.
+    assert_eq!(
+        check_loaded(AFTER_IMPORT, &[want(APP2_CONFIG, APP2_CONFIG)], "overlayfs"),
+        Ok(())
+    );
     // A digest name must point at its digest: `docker save` archives have none.
-    let with_digest = Expected {
-        digest_name: Some(format!(
-            "registry.testbed:5000/dropship/app2@{APP1_MANIFEST}"
-        )),
-        ..app2
-    };
+    let mut with_digest = app2.clone();
+    with_digest.names.push(format!(
+        "registry.testbed:5000/dropship/app2@{APP1_MANIFEST}"
+    ));
     let err = check_loaded(AFTER_IMPORT, &[with_digest], "overlayfs").unwrap_err();
-    assert_eq!(err.found, "missing");
-    // The multi-arch image, checked by its tag and digest name (ctr pulled the index).
-    let multiarch = Expected {
-        digest_name: Some(format!(
-            "registry.testbed:5000/dropship/multiarch@{MULTIARCH_INDEX}"
-        )),
-        ..want(
-            "registry.testbed:5000/dropship/multiarch:v1",
-            MULTIARCH_AMD64_CONFIG,
-        )
-    };
+    assert_eq!(
+        (err.expected.as_str(), err.found.as_str()),
+        (APP1_MANIFEST, "missing")
+    );
+    // The multi-arch image, checked by its tag and digest name (ctr pulled the index, tag
+    // only).
+    let mut multiarch = want(
+        "registry.testbed:5000/dropship/multiarch:v1",
+        MULTIARCH_AMD64_CONFIG,
+    );
+    assert_eq!(
+        check_loaded(AFTER_IMPORT, &[multiarch.clone()], "overlayfs"),
+        Ok(())
+    );
+    multiarch.names.push(format!(
+        "registry.testbed:5000/dropship/multiarch@{MULTIARCH_INDEX}"
+    ));
     let err = check_loaded(AFTER_IMPORT, &[multiarch], "overlayfs").unwrap_err();
-    assert!(err.name.contains("@sha256:"), "{err}");
+    assert!(err.name.ends_with(MULTIARCH_INDEX), "{err}");
 }
 
 #[test]
