@@ -312,6 +312,10 @@ impl Runtime {
     ) -> Vec<String> {
         match self {
             Runtime::Containerd => containerd::of(facts).notes(pin, images, node),
+            Runtime::Docker | Runtime::Crio if pin => vec![format!(
+                "dropship_pin_images pins in containerd only: {} has no such label (CRI-O pins with pinned_images in crio.conf)",
+                self.name()
+            )],
             Runtime::Docker | Runtime::Crio => Vec::new(),
         }
     }
@@ -428,6 +432,16 @@ mod tests {
                 runtime.archive_format(&facts(&["zstd", "gzip"])),
                 ArchiveFormat::Tar
             );
+        }
+    }
+
+    #[test]
+    fn pinning_is_noted_where_the_runtime_has_no_pins() {
+        let node = Platform::new("linux", "amd64", None);
+        for runtime in [Runtime::Docker, Runtime::Crio] {
+            let notes = runtime.notes(&facts(&[]), true, None, &node);
+            assert!(notes[0].contains("containerd only"), "{notes:?}");
+            assert!(runtime.notes(&facts(&[]), false, None, &node).is_empty());
         }
     }
 
