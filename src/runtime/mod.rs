@@ -221,7 +221,12 @@ impl Runtime {
     pub fn images_held(self, facts: &Facts) -> usize {
         match self {
             Runtime::Docker => facts.docker.as_ref().map_or(0, |d| d.images.len()),
-            Runtime::Containerd => containerd::of(facts).store.images.len(),
+            // An image has a tag and a digest name: count what they point at.
+            Runtime::Containerd => {
+                let store = &containerd::of(facts).store;
+                let targets: HashSet<&Digest> = store.images.iter().map(|i| &i.target).collect();
+                targets.len()
+            }
             Runtime::Crio => facts.crio.as_ref().map_or(0, |c| c.images.len()),
         }
     }
