@@ -120,7 +120,8 @@ impl Facts {
             .map_or_else(|| "no answer".to_string(), |p| p.detail.clone())
     }
 
-    /// "docker 20.10.24/overlay2", "ctr 1.6.20 (cri, overlayfs)", "podman 4.3.1", or "none".
+    /// "docker 20.10.24/overlay2", "containerd 1.6.20 (cri, overlayfs)", "podman 4.3.1", or
+    /// "none".
     pub fn runtime_summary(&self) -> String {
         let mut answering: Vec<String> = self
             .runtimes
@@ -132,10 +133,15 @@ impl Facts {
                         format!("docker {}/{}", docker.server_version, docker.storage_driver)
                     }
                     ("ctr", _, Some(containerd)) => format!(
-                        "containerd {} ({}{})",
+                        "containerd {} ({}{}{})",
                         r.detail,
                         if containerd.cri { "cri, " } else { "no cri, " },
-                        containerd.snapshotter()
+                        containerd.snapshotter(),
+                        if containerd.config.discard_unpacked_layers {
+                            ", discards unpacked layers"
+                        } else {
+                            ""
+                        }
                     ),
                     _ => format!("{} {}", r.name, r.detail).trim().to_string(),
                 },

@@ -438,8 +438,8 @@ impl Holdings for ContainerdHoldings<'_> {
     }
 }
 
-/// `repo@sha256:…` of the registry's manifest (or index) the cache holds for `record`.
-pub fn registry_digest_name(image: &WantedImage) -> Option<String> {
+/// `repo@sha256:…` of the registry's manifest (or index) an OCI archive names `image` by.
+fn registry_digest_name(image: &WantedImage) -> Option<String> {
     let digest = image.registry_digest?;
     Some(format!("{}@{digest}", image.reference.repository()))
 }
