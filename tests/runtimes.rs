@@ -238,6 +238,67 @@ fn a_version_bump_from_the_containerd_delegate_sends_only_the_changed_layer() {
     }
 }
 
+#[test]
+fn a_containerd_node_holding_only_the_snapshots_is_sent_only_the_changed_layer() {
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
+    let node = tb.running(Runtime::Containerd)[1];
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("c");
+    let only = ["-l", node.name.as_str()];
+    let first = push(
+        &tb,
+        &cache_dir,
+        &[&only[..], &["--image", &tb.images[0]]].concat(),
+    );
+    assert_eq!(first.code(), Some(0), "{}", first.stderr());
+    // What a CRI with discard_unpacked_layers keeps after a pull: the snapshots, not the
+    // compressed layers.
+    let old = served(&tb, &tb.images[0]);
+    for (digest, _) in &old.layers {
+        succeed(tb.run_in(node, &format!("ctr -n k8s.io content rm {digest}")));
+    }
+    let content = stdout(&succeed(tb.run_in(node, "ctr -n k8s.io content ls -q")));
+    assert!(
+        old.layers
+            .iter()
+            .all(|(d, _)| !content.contains(d.as_str())),
+        "{content}"
+    );
+    let bumped = bump(&tb);
+    let run = push(
+        &tb,
+        &cache_dir,
+        &[&only[..], &["--image", &bumped]].concat(),
+    );
+    assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout(), run.stderr());
+    let new = served(&tb, &bumped);
+    let changed: u64 = new
+        .layers
+        .iter()
+        .filter(|layer| !old.layers.contains(layer))
+        .map(|(_, size)| size)
+        .sum();
+    let host = run.host(&node.name);
+    let sent = host["bytes_sent"].as_u64().unwrap();
+    assert!(
+        sent as f64 <= changed as f64 * 1.2,
+        "sent {sent} for {changed}: {host}"
+    );
+    assert_eq!(host["attempts"], 1, "{host}");
+    assert!(
+        !host["notes"].to_string().contains("full archive"),
+        "{host}"
+    );
+    assert!(ids_on(&tb, node).contains(&(bumped.clone(), new.config.clone())));
+    let cri = tb.cri_images(node);
+    assert!(
+        cri.iter()
+            .any(|(id, tags, _, _)| id == &new.config && tags.contains(&bumped)),
+        "{cri:?}"
+    );
+}
+
 /// `scripts/testbed-images.sh bump`: the first image as `:v2`, only its last layer changed.
 fn bump(tb: &Testbed) -> String {
     let bump = Command::new(crate::support::repo().join("scripts/testbed-images.sh"))
