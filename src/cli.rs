@@ -182,8 +182,10 @@ pub struct PushArgs {
     #[arg(long)]
     pub offline: bool,
 
-    /// With the localhost delegate: fetch from the registries in-process (default), or take the
-    /// images from the Docker daemon next to dropship (for images that exist only there).
+    /// With the localhost delegate, where images come from: `auto` (default) fetches from the
+    /// registries in-process and takes from the Docker daemon next to dropship what no registry
+    /// has (a `localhost/...` name, a local build); `registry` only the registries; `docker`
+    /// only the daemon.
     #[arg(long, value_enum, value_name = "SOURCE")]
     pub source: Option<SourceArg>,
 
@@ -238,6 +240,8 @@ pub struct PushArgs {
 /// Where the localhost delegate gets images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SourceArg {
+    /// The registries, and the Docker daemon for what they do not have.
+    Auto,
     /// The registries, in-process: no Docker daemon needed.
     Registry,
     /// The Docker daemon next to dropship (`DOCKER_HOST`).

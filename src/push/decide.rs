@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use crate::image::platform::Platform;
-use crate::image::{DiffId, Digest, ImageRecord, ImageRef};
+use crate::image::{Cache, CacheError, DiffId, Digest, ImageRecord, ImageRef, LayerBlob};
 use crate::runtime::Holdings;
 
 /// An image the push wants on every node: what the user asked for, and what the cache holds.
@@ -21,6 +21,49 @@ pub struct WantedImage {
     pub registry_digest: Option<Digest>,
     /// What the image was built for, when its record says.
     pub platform: Option<Platform>,
+}
+
+impl WantedImage {
+    /// `reference` as the cache holds it in `record`: with the blob each layer is sent as, and
+    /// the registry digest an OCI archive names it by.
+    pub fn from_cache(
+        cache: &Cache,
+        reference: &ImageRef,
+        record: ImageRecord,
+    ) -> Result<WantedImage, CacheError> {
+        let blobs = cache.layer_blobs(&record)?;
+        Ok(WantedImage {
+            reference: reference.clone(),
+            registry_digest: registry_digest(&record, &blobs, reference),
+            blobs: blobs.iter().map(|blob| blob.descriptor.digest).collect(),
+            platform: record.platform.clone(),
+            record,
+        })
+    }
+}
+
+/// The digest an OCI archive names the image by as `reference`'s `repo@digest`: the top of what
+/// the registry served (its index, else its manifest), when every layer is sent as served and
+/// the image was pulled under that repository (the cache's rule for naming, `index_entries`).
+fn registry_digest(
+    record: &ImageRecord,
+    blobs: &[LayerBlob],
+    reference: &ImageRef,
+) -> Option<Digest> {
+    record.manifest.as_ref()?;
+    if !blobs.iter().all(LayerBlob::is_served) {
+        return None;
+    }
+    let top = record.index.as_ref().or(record.manifest.as_ref())?.digest;
+    let top_text = top.to_string();
+    record
+        .repo_digests
+        .iter()
+        .filter_map(|name| ImageRef::parse(name).ok())
+        .any(|name| {
+            name.repository() == reference.repository() && name.digest() == Some(top_text.as_str())
+        })
+        .then_some(top)
 }
 
 /// Whether archives may leave out layers the node holds (off with `--no-delta`).

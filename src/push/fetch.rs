@@ -3,10 +3,12 @@
 //!
 //! - From registries (the localhost delegate's default): each platform's manifests and configs
 //!   are fetched the first time a node of that platform asks; their layers download in the
-//!   background into the cache, and nodes are sent them while they arrive.
+//!   background into the cache, and nodes are sent them while they arrive. What no registry can
+//!   give (a `localhost/...` name, or an image its registry does not have) is taken from the
+//!   Docker daemon next to dropship when it holds it, unless `--source registry`.
 //! - From a daemon (the localhost Docker with `--source docker`, or a remote delegate's Docker or
-//!   containerd): one pull and one `docker save` (`ctr images export`) for the run, of the plan's
-//!   platform (the delegate's own, or `--platform`), for every node.
+//!   containerd): one pull and one `docker save` (`ctr images export`) for the run, of the
+//!   plan's platform (the delegate's own, or `--platform`), for every node.
 //! - `--offline`: the cache alone.
 
 use std::cell::RefCell;
@@ -20,15 +22,14 @@ use futures::future::{LocalBoxFuture, Shared};
 use super::decide::WantedImage;
 use super::plan::{Delegate, LocalSource, Plan};
 use super::progress::Progress;
-use crate::facts::{self, FactsError};
 use crate::image::platform::Platform;
 use crate::image::source::localhost::{LocalDaemon, ProgressHook, PullEvent};
 use crate::image::source::registry::RegistrySource;
 use crate::image::source::{self, FetchReport, SourceError};
-use crate::image::{Cache, CacheError, Digest, ImageRecord, ImageRef, LayerBlob};
-use crate::runtime::Runtime;
-use crate::runtime::delegate::{RemoteDelegate, Unsupported};
-use crate::ssh::{Become, Connector, Session, SshError};
+use crate::image::{Cache, CacheError, ImageRecord, ImageRef};
+
+use crate::runtime::delegate::{DelegateError, RemoteDelegate};
+use crate::ssh::{Connector, SshError};
 
 /// The images for the nodes of one platform, once fetched; the error is the fetch's, as text,
 /// shared by every node that waited.
@@ -47,12 +48,10 @@ pub enum FetchError {
     },
     #[error("{reference}: the cache lost image {id} while pushing")]
     Lost { reference: String, id: String },
-    #[error("the download delegate: {0}")]
-    DelegateFacts(#[from] FactsError),
-    #[error("the download delegate {delegate}: {reason}")]
-    DelegateRuntime { delegate: String, reason: String },
     #[error(transparent)]
-    Unsupported(#[from] Unsupported),
+    RemoteDelegate(#[from] DelegateError),
+    #[error("{0}")]
+    Local(Arc<String>),
 }
 
 /// Where the images come from, for one run.
@@ -62,6 +61,8 @@ enum Origin<'a> {
     /// Registries: one fetch per platform.
     Registry {
         source: Rc<RegistrySource>,
+        /// For what no registry has, when the plan allows it.
+        local: Option<Rc<LocalImages<'a>>>,
         by_platform: RefCell<HashMap<Platform, Wanted<'a>>>,
     },
 }
@@ -81,15 +82,22 @@ impl<'a> Images<'a> {
         progress: &'a Progress,
     ) -> Images<'a> {
         let origin = match (&plan.delegate, &plan.local_source) {
-            (Delegate::Localhost, LocalSource::Registry(registry)) if !plan.offline => {
+            (Delegate::Localhost, LocalSource::Registry { registry, fallback })
+                if !plan.offline =>
+            {
                 let (retry, seed) = (plan.settings.retry, plan.settings.seed);
+                let source = RegistrySource::new(registry.clone(), cache.clone(), retry, seed);
+                let local = fallback.then(|| {
+                    Rc::new(LocalImages {
+                        plan,
+                        cache,
+                        progress,
+                        fetched: RefCell::new(HashMap::new()),
+                    })
+                });
                 Origin::Registry {
-                    source: Rc::new(RegistrySource::new(
-                        registry.clone(),
-                        cache.clone(),
-                        retry,
-                        seed,
-                    )),
+                    source: Rc::new(source),
+                    local,
                     by_platform: RefCell::new(HashMap::new()),
                 }
             }
@@ -107,40 +115,57 @@ impl<'a> Images<'a> {
 
     /// The images for a node of `platform` (ignored when one fetch serves every node).
     pub fn for_platform(&self, platform: &Platform) -> Wanted<'a> {
-        match &self.origin {
-            Origin::Once(wanted) => wanted.clone(),
-            Origin::Registry {
-                source,
-                by_platform,
-            } => {
-                let mut by_platform = by_platform.borrow_mut();
-                by_platform
-                    .entry(platform.normalized())
-                    .or_insert_with(|| {
-                        let (plan, cache, source, platform) =
-                            (self.plan, self.cache, source.clone(), platform.clone());
-                        shared(async move {
-                            let mut wanted = Vec::new();
-                            for reference in &plan.images {
-                                let record: ImageRecord = source
-                                    .fetch(reference, &platform, !plan.settings.check)
-                                    .await?;
-                                wanted.push(wanted_image(cache, reference, record)?);
-                            }
-                            Ok(wanted)
-                        })
-                    })
-                    .clone()
-            }
-        }
+        let Origin::Registry {
+            source,
+            local,
+            by_platform,
+        } = &self.origin
+        else {
+            return self.once().expect("one fetch serves every node");
+        };
+        let (plan, cache) = (self.plan, self.cache);
+        let (source, local, platform) = (source.clone(), local.clone(), platform.clone());
+        by_platform
+            .borrow_mut()
+            .entry(platform.normalized())
+            .or_insert_with(|| {
+                shared(async move {
+                    let layers = !plan.settings.check;
+                    let fetches = plan.images.iter().map(|reference| async {
+                        let local = local.as_deref();
+                        let record =
+                            registry_image(&source, local, reference, &platform, layers).await?;
+                        Ok::<_, FetchError>(WantedImage::from_cache(cache, reference, record)?)
+                    });
+                    futures::future::try_join_all(fetches).await
+                })
+            })
+            .clone()
     }
 
-    /// The fetch that serves every node, when there is one: it runs while the nodes connect,
-    /// before any asks (a remote delegate reads its own facts after it).
+    /// The fetch that serves every node, when there is one (a remote delegate reads its own
+    /// facts after it).
     pub fn once(&self) -> Option<Wanted<'a>> {
         match &self.origin {
             Origin::Once(wanted) => Some(wanted.clone()),
             Origin::Registry { .. } => None,
+        }
+    }
+
+    /// What can be fetched before any node says its platform, run while the nodes connect:
+    /// a daemon's whole download; from registries, each image that has only one platform.
+    pub async fn early(&self) {
+        match &self.origin {
+            Origin::Once(wanted) => {
+                let _ = wanted.clone().await;
+            }
+            Origin::Registry { source, .. } => {
+                let layers = !self.plan.settings.check;
+                let prefetches = (self.plan.images.iter())
+                    .filter(|r| !has_no_registry(r))
+                    .map(|r| source.prefetch(r, layers));
+                futures::future::join_all(prefetches).await;
+            }
         }
     }
 
@@ -152,6 +177,7 @@ impl<'a> Images<'a> {
             Origin::Registry {
                 source,
                 by_platform,
+                ..
             } => {
                 let fetches: Vec<Wanted<'a>> = by_platform.borrow().values().cloned().collect();
                 for wanted in fetches {
@@ -162,6 +188,77 @@ impl<'a> Images<'a> {
                 source.finish().await.err().map(|e| e.to_string())
             }
         }
+    }
+}
+
+type SharedRecord<'a> = Shared<LocalBoxFuture<'a, Result<ImageRecord, Arc<String>>>>;
+
+/// Images taken from the Docker daemon next to dropship, each asked for once.
+struct LocalImages<'a> {
+    plan: &'a Plan,
+    cache: &'a Cache,
+    progress: &'a Progress,
+    fetched: RefCell<HashMap<String, SharedRecord<'a>>>,
+}
+
+impl<'a> LocalImages<'a> {
+    fn fetch(&self, reference: &ImageRef) -> SharedRecord<'a> {
+        let (plan, cache, progress) = (self.plan, self.cache, self.progress);
+        let reference = reference.clone();
+        self.fetched
+            .borrow_mut()
+            .entry(reference.to_string())
+            .or_insert_with(|| {
+                async move {
+                    let daemon =
+                        LocalDaemon::connect()?.with_progress(pull_progress(progress.clone()));
+                    let (retry, seed) = (plan.settings.retry, plan.settings.seed);
+                    let refs = std::slice::from_ref(&reference);
+                    let fetched =
+                        source::fetch(&daemon, cache, refs, plan.pull, retry, seed).await?;
+                    let id = fetched.images[0].id;
+                    cache.record(&id)?.ok_or(FetchError::Lost {
+                        reference: reference.to_string(),
+                        id: id.to_string(),
+                    })
+                }
+                .map(|result: Result<ImageRecord, FetchError>| {
+                    result.map_err(|e| Arc::new(e.to_string()))
+                })
+                .boxed_local()
+                .shared()
+            })
+            .clone()
+    }
+}
+
+/// Names no registry can answer for: `localhost/...` (podman's and buildah's local builds).
+fn has_no_registry(reference: &ImageRef) -> bool {
+    reference.domain() == "localhost"
+}
+
+/// An image from `source`, else (when allowed and its registry does not have it) from the
+/// Docker daemon next to dropship.
+async fn registry_image(
+    source: &RegistrySource,
+    local: Option<&LocalImages<'_>>,
+    reference: &ImageRef,
+    platform: &Platform,
+    layers: bool,
+) -> Result<ImageRecord, FetchError> {
+    if let Some(local) = local.filter(|_| has_no_registry(reference)) {
+        return local.fetch(reference).await.map_err(FetchError::Local);
+    }
+    match (source.fetch(reference, platform, layers).await, local) {
+        (Ok(record), _) => Ok(record),
+        (Err(e), Some(local)) if e.is_absent() => match local.fetch(reference).await {
+            Ok(record) => {
+                tracing::warn!("{reference}: {e}; using the local Docker daemon's image");
+                Ok(record)
+            }
+            Err(_) => Err(e.into()),
+        },
+        (Err(e), _) => Err(e.into()),
     }
 }
 
@@ -188,50 +285,9 @@ fn wanted_images(
                 reference: reference.to_string(),
                 id: image.id.to_string(),
             })?;
-            Ok(wanted_image(cache, reference, record)?)
+            Ok(WantedImage::from_cache(cache, reference, record)?)
         })
         .collect()
-}
-
-/// An image as the nodes' runtimes weigh it: with the blob each layer is sent as, and the
-/// registry digest an OCI archive names it by.
-fn wanted_image(
-    cache: &Cache,
-    reference: &ImageRef,
-    record: ImageRecord,
-) -> Result<WantedImage, CacheError> {
-    let blobs = cache.layer_blobs(&record)?;
-    Ok(WantedImage {
-        reference: reference.clone(),
-        registry_digest: registry_digest(&record, &blobs, reference),
-        blobs: blobs.iter().map(|blob| blob.descriptor.digest).collect(),
-        platform: record.platform.clone(),
-        record,
-    })
-}
-
-/// The registry digest an OCI archive names the image by as `reference`'s `repo@digest`: the
-/// top of what the registry served (its index, else its manifest), when every layer is sent
-/// as served and the image was pulled under that repository.
-fn registry_digest(
-    record: &ImageRecord,
-    blobs: &[LayerBlob],
-    reference: &ImageRef,
-) -> Option<Digest> {
-    record.manifest.as_ref()?;
-    if !blobs.iter().all(LayerBlob::is_served) {
-        return None;
-    }
-    let top = record.index.as_ref().or(record.manifest.as_ref())?.digest;
-    let top_text = top.to_string();
-    record
-        .repo_digests
-        .iter()
-        .filter_map(|name| ImageRef::parse(name).ok())
-        .any(|name| {
-            name.repository() == reference.repository() && name.digest() == Some(top_text.as_str())
-        })
-        .then_some(top)
 }
 
 /// Fill the cache from the delegate's Docker daemon, or (`--offline`) only check that it has
@@ -263,35 +319,25 @@ async fn from_daemon(
                     delegate: host.name().to_string(),
                     source: Box::new(source),
                 })?;
-            let report = remote_fetch(plan, &session, host.become_.as_ref(), cache).await;
+            let report = async {
+                let daemon = RemoteDelegate::open(
+                    &session,
+                    host.become_.as_ref(),
+                    plan.platform.clone(),
+                    plan.delegate_runtime,
+                    &plan.settings.local_release_dir,
+                )
+                .await?;
+                Ok::<_, FetchError>(
+                    source::fetch(&daemon, cache, &plan.images, plan.pull, retry, seed).await?,
+                )
+            }
+            .await;
             session.close().await;
             report?
         }
     };
     Ok(report)
-}
-
-/// Pull and export on a remote delegate with its runtime (the inventory's, else its facts').
-async fn remote_fetch(
-    plan: &Plan,
-    session: &Session,
-    become_: Option<&Become>,
-    cache: &Cache,
-) -> Result<FetchReport, FetchError> {
-    let facts = facts::gather(session, &plan.settings.local_release_dir, become_).await?;
-    let delegate = session.host().to_string();
-    let unready = |reason: String| FetchError::DelegateRuntime {
-        delegate: delegate.clone(),
-        reason,
-    };
-    let runtime = plan
-        .delegate_runtime
-        .or_else(|| Runtime::detect(&facts))
-        .ok_or_else(|| unready("no container runtime found (docker or containerd's ctr)".into()))?;
-    runtime.ready(&facts).map_err(|e| unready(e.to_string()))?;
-    let daemon = RemoteDelegate::new(session, become_, plan.platform.clone(), runtime, &facts)?;
-    let (retry, seed) = (plan.settings.retry, plan.settings.seed);
-    Ok(source::fetch(&daemon, cache, &plan.images, plan.pull, retry, seed).await?)
 }
 
 /// The daemon's own milestones of each pull ("Pulling from …", "Digest: …", "Status: …"),

@@ -49,15 +49,13 @@ pub async fn run(
         settings: &plan.settings,
         progress,
     };
-    // A daemon's download runs even while no node waits for it (a remote delegate's own facts
-    // are read after it); registries are asked as nodes of each platform come.
+    // What needs no node's platform is fetched while the nodes connect; it is not waited for
+    // once the run is interrupted.
     let stopped = shutdown.clone();
     let early = async {
-        if let Some(once) = images.once() {
-            tokio::select! {
-                _ = once => {}
-                _ = stopped => {}
-            }
+        tokio::select! {
+            _ = images.early() => {}
+            _ = stopped => {}
         }
     };
     let ((hosts, interrupted), ()) = tokio::join!(push_all(&ctx, &plan.targets, shutdown), early);

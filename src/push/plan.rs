@@ -73,8 +73,9 @@ pub struct PushSettings {
 /// How the localhost delegate gets images.
 #[derive(Clone)]
 pub enum LocalSource {
-    /// From their registries, in-process, streamed to the nodes while they download.
-    Registry(Registry),
+    /// From their registries, in-process, streamed to the nodes while they download;
+    /// `fallback`: what no registry has is taken from the Docker daemon next to dropship.
+    Registry { registry: Registry, fallback: bool },
     /// From the Docker daemon next to dropship, for images that exist only there.
     Daemon,
 }
@@ -125,7 +126,7 @@ pub enum PlanError {
     Mirrors(#[from] MirrorsError),
     #[error(transparent)]
     Registry(#[from] ConfigError),
-    #[error("dropship_image_source must be `registry` or `docker`, got {0:?}")]
+    #[error("dropship_image_source must be `auto`, `registry` or `docker`, got {0:?}")]
     Source(String),
 }
 
@@ -256,12 +257,13 @@ fn target_platform(vars: &HostVars) -> Result<Option<Platform>, PlanError> {
     }
 }
 
-/// `--source`, else `dropship_image_source`, else the registries; and how to reach them.
+/// `--source`, else `dropship_image_source`, else `auto`; and how to reach the registries.
 fn local_source(inventory: &Inventory, args: &PushArgs) -> Result<LocalSource, PlanError> {
     let chosen = match args.source {
         Some(source) => source,
         None => match images_source_var(inventory)?.as_deref() {
-            None | Some("registry") => SourceArg::Registry,
+            None | Some("auto") => SourceArg::Auto,
+            Some("registry") => SourceArg::Registry,
             Some("docker") => SourceArg::Docker,
             Some(other) => return Err(PlanError::Source(other.to_string())),
         },
@@ -286,7 +288,10 @@ fn local_source(inventory: &Inventory, args: &PushArgs) -> Result<LocalSource, P
         connect_timeout: std::time::Duration::from_secs(args.connect.connect_timeout.max(1)),
         ..defaults
     };
-    Ok(LocalSource::Registry(Registry::new(config)?))
+    Ok(LocalSource::Registry {
+        registry: Registry::new(config)?,
+        fallback: chosen == SourceArg::Auto,
+    })
 }
 
 fn images_source_var(inventory: &Inventory) -> Result<Option<String>, PlanError> {

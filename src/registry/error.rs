@@ -27,6 +27,8 @@ pub struct RegistryError {
 pub enum ErrorKind {
     #[error("the connection failed: {0}")]
     Network(String),
+    #[error("its name does not resolve: {0}")]
+    UnknownHost(String),
     /// TLS that cannot work as configured: an untrusted certificate, or a plain-HTTP server.
     #[error("TLS failed: {0}")]
     Tls(String),
@@ -72,7 +74,7 @@ impl ErrorKind {
     /// got (containerd's order: connection < not found < refused or failed < bad content).
     pub(crate) fn relevance(&self) -> u8 {
         match self {
-            ErrorKind::Network(_) | ErrorKind::Tls(_) => 1,
+            ErrorKind::Network(_) | ErrorKind::UnknownHost(_) | ErrorKind::Tls(_) => 1,
             ErrorKind::NotFound { .. } => 2,
             ErrorKind::Unavailable { .. }
             | ErrorKind::Denied { .. }
@@ -127,9 +129,23 @@ impl ErrorKind {
         }
         match hint {
             Some(hint) => ErrorKind::Tls(format!("{message} ({hint})")),
+            None if names_no_host(&message) => ErrorKind::UnknownHost(message),
             None => ErrorKind::Network(message),
         }
     }
+}
+
+/// Whether a resolver said the name does not exist (getaddrinfo's EAI_NONAME / EAI_NODATA, in
+/// the words the C library gives them): retrying will not make it exist, unlike "Temporary
+/// failure in name resolution". The resolver's error reaches us only as text.
+fn names_no_host(message: &str) -> bool {
+    [
+        "Name or service not known",
+        "No address associated with hostname",
+        "nodename nor servname provided",
+    ]
+    .iter()
+    .any(|words| message.contains(words))
 }
 
 /// What to do about a TLS failure that will not pass by itself, if `cause` is one: rustls'
@@ -234,6 +250,21 @@ pub(crate) fn scrub(mut text: String, secrets: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_that_does_not_exist_is_not_worth_retrying_a_flaky_resolver_is() {
+        let unknown = "dns error: failed to lookup address information: Name or service not known";
+        let flaky =
+            "dns error: failed to lookup address information: Temporary failure in name resolution";
+        assert!(names_no_host(unknown) && !names_no_host(flaky));
+        let error = |kind| RegistryError {
+            image: "docker.io/library/app:1".into(),
+            host: "registry-1.docker.io".into(),
+            kind,
+        };
+        assert!(!error(ErrorKind::UnknownHost(unknown.into())).is_transient());
+        assert!(error(ErrorKind::Network(flaky.into())).is_transient());
+    }
 
     #[test]
     fn statuses_split_into_transient_and_permanent() {

@@ -11,10 +11,13 @@
 //!   short and ctr exits non-zero): such images are pulled again first, which fetches the
 //!   missing blobs, and the export's exit status is always checked.
 
+use std::path::Path;
+
 use tokio::io::AsyncWrite;
 
+use super::containerd::of as containerd_of;
 use super::{ContainerdFacts, Runtime, node_platform};
-use crate::facts::Facts;
+use crate::facts::{self, Facts, FactsError};
 use crate::image::platform::Platform;
 use crate::image::source::{Daemon, Inspected, SourceError, classify_pull_message};
 use crate::image::{Digest, ImageRef};
@@ -34,31 +37,57 @@ pub struct RemoteDelegate<'a> {
     tool: Tool,
 }
 
-/// A delegate whose runtime cannot pull for dropship.
+/// A remote delegate that cannot pull for dropship.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the download delegate {host} runs {runtime}, which dropship cannot pull with; use --delegate localhost or a Docker or containerd host"
-)]
-pub struct Unsupported {
-    pub host: String,
-    pub runtime: &'static str,
+pub enum DelegateError {
+    #[error("the download delegate: {0}")]
+    Facts(#[from] FactsError),
+    #[error(
+        "the download delegate {host} has no container runtime dropship can pull with (docker or containerd's ctr)"
+    )]
+    NoRuntime { host: String },
+    #[error("the download delegate {host}: {reason}")]
+    Unready { host: String, reason: String },
+    #[error(
+        "the download delegate {host} runs {runtime}, which dropship cannot pull with; use --delegate localhost or a Docker or containerd host"
+    )]
+    Unsupported { host: String, runtime: &'static str },
 }
 
 impl<'a> RemoteDelegate<'a> {
-    pub fn new(
+    /// The delegate behind `session`, driven with its runtime: the inventory's word
+    /// (`runtime`), else what its facts (one round trip) show.
+    pub async fn open(
+        session: &'a Session,
+        become_: Option<&'a Become>,
+        platform: Option<Platform>,
+        runtime: Option<Runtime>,
+        local_release_dir: &Path,
+    ) -> Result<RemoteDelegate<'a>, DelegateError> {
+        let facts = facts::gather(session, local_release_dir, become_).await?;
+        let host = || session.host().to_string();
+        let runtime = runtime
+            .or_else(|| Runtime::detect(&facts))
+            .ok_or_else(|| DelegateError::NoRuntime { host: host() })?;
+        runtime.ready(&facts).map_err(|e| DelegateError::Unready {
+            host: host(),
+            reason: e.to_string(),
+        })?;
+        RemoteDelegate::new(session, become_, platform, runtime, &facts)
+    }
+
+    fn new(
         session: &'a Session,
         become_: Option<&'a Become>,
         platform: Option<Platform>,
         runtime: Runtime,
         facts: &Facts,
-    ) -> Result<Self, Unsupported> {
+    ) -> Result<Self, DelegateError> {
         let tool = match runtime {
             Runtime::Docker => Tool::Docker,
-            Runtime::Containerd => {
-                Tool::Containerd(Box::new(facts.containerd.clone().unwrap_or_default()))
-            }
+            Runtime::Containerd => Tool::Containerd(Box::new(containerd_of(facts).clone())),
             Runtime::Crio => {
-                return Err(Unsupported {
+                return Err(DelegateError::Unsupported {
                     host: session.host().to_string(),
                     runtime: runtime.name(),
                 });

@@ -62,6 +62,23 @@ impl From<crate::registry::RegistryError> for SourceError {
 }
 
 impl SourceError {
+    /// The registry does not have the image, or will not say (a registry answers "denied" for a
+    /// repository that does not exist as often as "not found"), or cannot be reached: the image
+    /// may still be elsewhere.
+    pub fn is_absent(&self) -> bool {
+        use crate::registry::ErrorKind;
+        match self {
+            SourceError::Registry(e) => matches!(
+                e.kind,
+                ErrorKind::NotFound { .. }
+                    | ErrorKind::Denied { .. }
+                    | ErrorKind::Network(_)
+                    | ErrorKind::UnknownHost(_)
+            ),
+            _ => false,
+        }
+    }
+
     fn unusable(reference: &ImageRef, detail: String) -> SourceError {
         SourceError::Unusable {
             reference: reference.to_string(),

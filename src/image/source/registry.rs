@@ -8,10 +8,11 @@
 //! written into the cache as it arrives, and nodes read it from there (see the cache's pending
 //! blobs), so none of them waits for another or for the whole image.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::JoinSet;
 
 use super::SourceError;
@@ -38,6 +39,8 @@ pub struct RegistrySource {
     seed: Option<u64>,
     slots: Arc<Semaphore>,
     downloads: Mutex<JoinSet<Result<(), SourceError>>>,
+    /// What each reference names (an image manifest, or an index), asked once per run.
+    tops: Mutex<HashMap<String, Arc<OnceCell<Manifest>>>>,
 }
 
 impl RegistrySource {
@@ -49,7 +52,61 @@ impl RegistrySource {
             seed,
             slots: Arc::new(Semaphore::new(PARALLEL_DOWNLOADS)),
             downloads: Mutex::new(JoinSet::new()),
+            tops: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Start on `reference` before any node has said its platform: resolve what it names and,
+    /// when that is a single image (no index to choose from), fetch it for everyone. A failure
+    /// is left for the nodes' own fetch to meet (and report).
+    pub async fn prefetch(&self, reference: &ImageRef, layers: bool) {
+        if let Ok(top) = self.top(reference).await
+            && top.index().is_none()
+        {
+            let any = Platform::new("linux", "amd64", None);
+            let _ = self.fetch(reference, &any, layers).await;
+        }
+    }
+
+    /// The manifest `reference` names, resolved once per run (retried on transient errors).
+    async fn top(&self, reference: &ImageRef) -> Result<Manifest, SourceError> {
+        let cell = self
+            .tops
+            .lock()
+            .expect("tops")
+            .entry(reference.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.retried(reference, || self.registry.resolve(reference)))
+            .await
+            .cloned()
+    }
+
+    /// The image manifest for `platform`: the top itself, or its index's entry for it.
+    async fn resolve(
+        &self,
+        reference: &ImageRef,
+        platform: &Platform,
+    ) -> Result<(Option<Manifest>, Manifest), SourceError> {
+        let top = self.top(reference).await?;
+        let Some(index) = top.index() else {
+            return Ok((None, top));
+        };
+        let entry = index.select(platform).ok_or_else(|| {
+            let detail = format!(
+                "no manifest for {platform} in its index (it has: {})",
+                index.platforms().join(", ")
+            );
+            SourceError::unusable(reference, detail)
+        })?;
+        let manifest = self
+            .retried(reference, || self.registry.manifest(reference, entry))
+            .await?;
+        if manifest.index().is_some() {
+            let detail = format!("its index entry for {platform} is an index itself");
+            return Err(SourceError::unusable(reference, detail));
+        }
+        Ok((Some(top), manifest))
     }
 
     /// `reference` for `platform`: its manifests and config kept, its record written, and —
@@ -61,13 +118,12 @@ impl RegistrySource {
         platform: &Platform,
         layers: bool,
     ) -> Result<ImageRecord, SourceError> {
-        let resolved = self
-            .retried(reference, || {
-                self.registry.resolve_platform(reference, platform)
-            })
-            .await?;
-        let image = resolved.image().clone();
-        for manifest in resolved.index.iter().chain([&resolved.manifest]) {
+        let (index, manifest) = self.resolve(reference, platform).await?;
+        let image = manifest
+            .image()
+            .expect("resolve gives an image manifest")
+            .clone();
+        for manifest in index.iter().chain([&manifest]) {
             self.cache.store_blob(
                 &manifest.bytes[..],
                 &manifest.digest,
@@ -90,15 +146,15 @@ impl RegistrySource {
             );
             return Err(SourceError::unusable(reference, detail));
         }
-        let top = resolved.index.as_ref().unwrap_or(&resolved.manifest);
+        let top = index.as_ref().unwrap_or(&manifest);
         let record = ImageRecord {
             id: image.config.digest,
             repo_tags: reference.repo_tag().into_iter().collect(),
             repo_digests: vec![format!("{}@{}", reference.repository(), top.digest)],
             platform: parsed.platform(),
             diff_ids: parsed.rootfs.diff_ids,
-            manifest: Some(descriptor(&resolved.manifest)),
-            index: resolved.index.as_ref().map(descriptor),
+            manifest: Some(descriptor(&manifest)),
+            index: index.as_ref().map(descriptor),
         };
         self.cache.add_record(record.clone())?;
         if layers {
