@@ -10,5 +10,6 @@ mod cache;
 mod inventory;
 mod push;
 mod registry_client;
+mod runtimes;
 mod ssh;
 mod testbed;

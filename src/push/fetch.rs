@@ -6,9 +6,9 @@
 //!   background into the cache, and nodes are sent them while they arrive. What no registry can
 //!   give (a `localhost/...` name, or an image its registry does not have) is taken from the
 //!   Docker daemon next to dropship when it holds it, unless `--source registry`.
-//! - From a Docker daemon (the localhost one with `--source docker`, or a remote delegate's):
-//!   one pull and one `docker save` for the run, of the plan's platform (the delegate's own, or
-//!   `--platform`), for every node.
+//! - From a daemon (the localhost Docker with `--source docker`, or a remote delegate's Docker or
+//!   containerd): one pull and one `docker save` (`ctr images export`) for the run, of the
+//!   plan's platform (the delegate's own, or `--platform`), for every node.
 //! - `--offline`: the cache alone.
 
 use std::cell::RefCell;
@@ -25,10 +25,10 @@ use super::progress::Progress;
 use crate::image::platform::Platform;
 use crate::image::source::localhost::{LocalDaemon, ProgressHook, PullEvent};
 use crate::image::source::registry::RegistrySource;
-use crate::image::source::remote::RemoteDaemon;
 use crate::image::source::{self, FetchReport, SourceError};
 use crate::image::{Cache, CacheError, ImageRecord, ImageRef};
 
+use crate::runtime::delegate::{DelegateError, RemoteDelegate};
 use crate::ssh::{Connector, SshError};
 
 /// The images for the nodes of one platform, once fetched; the error is the fetch's, as text,
@@ -48,6 +48,8 @@ pub enum FetchError {
     },
     #[error("{reference}: the cache lost image {id} while pushing")]
     Lost { reference: String, id: String },
+    #[error(transparent)]
+    RemoteDelegate(#[from] DelegateError),
     #[error("{0}")]
     Local(Arc<String>),
 }
@@ -68,6 +70,7 @@ enum Origin<'a> {
 /// The images of the plan, for every platform the nodes ask for.
 pub struct Images<'a> {
     plan: &'a Plan,
+    cache: &'a Cache,
     origin: Origin<'a>,
 }
 
@@ -103,7 +106,11 @@ impl<'a> Images<'a> {
                 wanted_images(plan, cache, &fetched)
             })),
         };
-        Images { plan, origin }
+        Images {
+            plan,
+            cache,
+            origin,
+        }
     }
 
     /// The images for a node of `platform` (ignored when one fetch serves every node).
@@ -116,7 +123,7 @@ impl<'a> Images<'a> {
         else {
             return self.once().expect("one fetch serves every node");
         };
-        let plan = self.plan;
+        let (plan, cache) = (self.plan, self.cache);
         let (source, local, platform) = (source.clone(), local.clone(), platform.clone());
         by_platform
             .borrow_mut()
@@ -128,10 +135,7 @@ impl<'a> Images<'a> {
                         let local = local.as_deref();
                         let record =
                             registry_image(&source, local, reference, &platform, layers).await?;
-                        Ok::<_, FetchError>(WantedImage {
-                            reference: reference.clone(),
-                            record,
-                        })
+                        Ok::<_, FetchError>(WantedImage::from_cache(cache, reference, record)?)
                     });
                     futures::future::try_join_all(fetches).await
                 })
@@ -281,10 +285,7 @@ fn wanted_images(
                 reference: reference.to_string(),
                 id: image.id.to_string(),
             })?;
-            Ok(WantedImage {
-                reference: reference.clone(),
-                record,
-            })
+            Ok(WantedImage::from_cache(cache, reference, record)?)
         })
         .collect()
 }
@@ -318,8 +319,20 @@ async fn from_daemon(
                     delegate: host.name().to_string(),
                     source: Box::new(source),
                 })?;
-            let daemon = RemoteDaemon::new(&session, host.become_.as_ref(), platform);
-            let report = source::fetch(&daemon, cache, &plan.images, plan.pull, retry, seed).await;
+            let report = async {
+                let daemon = RemoteDelegate::open(
+                    &session,
+                    host.become_.as_ref(),
+                    plan.platform.clone(),
+                    plan.delegate_runtime,
+                    &plan.settings.local_release_dir,
+                )
+                .await?;
+                Ok::<_, FetchError>(
+                    source::fetch(&daemon, cache, &plan.images, plan.pull, retry, seed).await?,
+                )
+            }
+            .await;
             session.close().await;
             report?
         }

@@ -117,6 +117,7 @@ async fn push_all(
 fn interrupted_report(target: &Target, signal: Signal) -> HostReport {
     HostReport {
         host: target.host.name().to_string(),
+        runtime: target.runtime,
         status: HostStatus::Failed {
             reason: format!("interrupted ({signal}) before it finished"),
         },

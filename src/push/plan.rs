@@ -16,6 +16,7 @@ use crate::inventory::host_vars::HostVars;
 use crate::inventory::{Inventory, InventoryError, connection};
 use crate::registry::{ConfigError, Mirrors, MirrorsError, Registry, RegistryConfig};
 use crate::retry::RetryPolicy;
+use crate::runtime::Runtime;
 use crate::ssh::Host;
 
 /// Where images are pulled and saved once.
@@ -38,12 +39,17 @@ impl Delegate {
     }
 }
 
-/// A push target: how to reach it, and whether the inventory says it is CoreOS-like
-/// (`dropship_coreos`; `None` lets the node's os-release decide).
+/// A push target: how to reach it, and what the inventory says about it.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub host: Host,
+    /// `dropship_coreos`; `None` lets the node's os-release decide.
     pub coreos: Option<bool>,
+    /// `dropship_runtime`, else Kubespray's `container_manager`; `None` lets the facts decide.
+    pub runtime: Option<Runtime>,
+    /// `dropship_pin_images`: label loaded images pinned (containerd), so that kubelet's image
+    /// GC keeps them.
+    pub pin: bool,
     /// The platform the inventory says the host runs (`dropship_platform`, `image_arch`);
     /// `None` lets its `uname -m` decide.
     pub platform: Option<Platform>,
@@ -77,6 +83,8 @@ pub enum LocalSource {
 pub struct Plan {
     pub targets: Vec<Target>,
     pub delegate: Delegate,
+    /// The remote delegate's runtime, as the inventory names it (`None`: its facts decide).
+    pub delegate_runtime: Option<Runtime>,
     /// With [`Delegate::Localhost`]: where images come from.
     pub local_source: LocalSource,
     pub images: Vec<ImageRef>,
@@ -138,6 +146,8 @@ pub fn build(
             let vars = HostVars::new(inventory, host.name());
             Ok(Target {
                 coreos: vars.bool("dropship_coreos")?,
+                runtime: runtime_of(&vars)?,
+                pin: vars.bool("dropship_pin_images")?.unwrap_or(false),
                 platform: target_platform(&vars)?,
                 host,
             })
@@ -171,9 +181,15 @@ pub fn build(
         .map(Platform::parse)
         .transpose()
         .map_err(PlanError::Platform)?;
+    let delegate = delegate(inventory, args.delegate.as_deref(), &download)?;
+    let delegate_runtime = match delegate.host_name() {
+        Some(name) => runtime_of(&HostVars::new(inventory, name))?,
+        None => None,
+    };
     Ok(Plan {
         targets,
-        delegate: delegate(inventory, args.delegate.as_deref(), &download)?,
+        delegate,
+        delegate_runtime,
         local_source: local_source(inventory, args)?,
         images,
         settings: PushSettings {
@@ -203,6 +219,21 @@ pub fn build(
             .zstd_level
             .unwrap_or_else(|| zstd_level_for_gzip(download.compress)),
     })
+}
+
+/// The runtime the inventory names for a host: `dropship_runtime` wins over Kubespray's
+/// `container_manager`; a value that is neither `docker`, `containerd` nor `crio` is an error.
+pub fn runtime_of(vars: &HostVars<'_>) -> Result<Option<Runtime>, InventoryError> {
+    let Some((name, value)) = vars.first(&["dropship_runtime", "container_manager"])? else {
+        return Ok(None);
+    };
+    match value.as_str().map(Runtime::from_name) {
+        Some(Some(runtime)) => Ok(Some(runtime)),
+        _ => Err(vars.error(
+            name,
+            format!("must be docker, containerd or crio, got {value}"),
+        )),
+    }
 }
 
 /// A target's own platform, when the inventory sets it: `dropship_platform` (`os/arch[/variant]`),
@@ -350,6 +381,36 @@ download_keep_remote_cache=yes
         assert!(
             plan.targets[1].host.jump.is_some(),
             "nodes go through the bastion"
+        );
+    }
+
+    #[test]
+    fn the_runtime_is_dropship_runtime_else_container_manager_else_left_to_the_facts() {
+        let (_dir, inv) = inventory(&format!(
+            "{CLUSTER}container_manager=containerd\n\n[pinned]\nnode2 dropship_runtime=crio dropship_pin_images=yes\nnode3 container_manager=docker\n"
+        ));
+        let plan = build(&inv, None, &args(&[]), refs(&["app:v1"])).unwrap();
+        let of = |name: &str| {
+            let target = plan.targets.iter().find(|t| t.host.name() == name).unwrap();
+            (target.runtime, target.pin)
+        };
+        assert_eq!(of("cp1"), (Some(Runtime::Containerd), false));
+        assert_eq!(of("node1"), (Some(Runtime::Containerd), false));
+        assert_eq!(of("node2"), (Some(Runtime::Crio), true));
+        assert_eq!(of("node3"), (Some(Runtime::Docker), false));
+
+        let (_dir, inv) = inventory(CLUSTER);
+        let plan = build(&inv, None, &args(&[]), refs(&["app:v1"])).unwrap();
+        assert!(plan.targets.iter().all(|t| t.runtime.is_none() && !t.pin));
+
+        let (_dir, inv) = inventory(&format!("{CLUSTER}container_manager=rkt\n"));
+        let err = build(&inv, None, &args(&[]), refs(&["app:v1"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("container_manager") && err.contains("docker, containerd or crio"),
+            "{err}"
         );
     }
 

@@ -1,5 +1,5 @@
 //! Filling the cache from a download delegate's daemon: the local Docker daemon (`localhost`)
-//! or a remote delegate's (`remote`), behind one [`Daemon`] trait.
+//! or a remote delegate's runtime (`runtime::delegate`), behind one [`Daemon`] trait.
 //!
 //! For each image: pull it (Kubespray's retries, transient errors only), inspect its ID, and
 //! if the cache already holds that ID, stop there (Kubespray's `image_changed`). All images
@@ -14,7 +14,6 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub mod localhost;
 pub mod registry;
-pub mod remote;
 
 use crate::image::cache::{Cache, CacheError, IngestReport};
 use crate::image::{ImageId, ImageRef};
@@ -131,7 +130,7 @@ pub struct Inspected {
     pub repo_digests: Vec<String>,
 }
 
-/// A docker daemon that can pull, inspect and save: the local one (bollard) or a remote
+/// A daemon that can pull, inspect and save: the local Docker (bollard) or a remote delegate's
 /// delegate's (over SSH).
 pub trait Daemon {
     /// Where it is, for messages.
