@@ -936,6 +936,24 @@ write_inventory() {
 		echo "          hosts:"
 		for node in $(node_names); do echo "            $node:"; done
 	} >"$INVENTORY_DIR/hosts.yaml"
+	# The registries' names resolve only inside the test bed; the machine running dropship (and
+	# anything else outside) reaches them by address: declared as their mirrors, the way a
+	# Kubespray inventory declares mirrors, with the secure one's test CA.
+	mkdir -p "$INVENTORY_DIR/group_vars"
+	cat >"$INVENTORY_DIR/group_vars/all.yml" <<EOF
+# The dropship test bed, instance $ID: written by scripts/testbed.sh up. Do not edit.
+containerd_registries_mirrors:
+  - prefix: $REGISTRY
+    mirrors:
+      - host: http://$BASTION_ADDR:5000
+        capabilities: [pull, resolve]
+  - prefix: $SECURE_REGISTRY
+    mirrors:
+      - host: https://$BASTION_ADDR:5443
+        capabilities: [pull, resolve]
+dropship_registry_ca_files:
+  - $STATE/keys/secure-ca.crt
+EOF
 	"$REPO/scripts/testbed-images.sh" list >"$INVENTORY_DIR/images.txt"
 }
 

@@ -12,11 +12,11 @@ use crate::support::{Node, Runtime, Testbed, defer, stdout, succeed};
 
 /// What the registry serves for `image`: the digest of its manifest (or index), and the config
 /// digest of its linux/amd64 image.
-struct Served {
-    digest: String,
-    config: String,
+pub struct Served {
+    pub digest: String,
+    pub config: String,
     /// The compressed size of each layer, base first.
-    layers: Vec<(String, u64)>,
+    pub layers: Vec<(String, u64)>,
 }
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -43,16 +43,21 @@ fn registry_get(tb: &Testbed, repository: &str, reference: &str) -> (String, Val
 }
 
 fn served(tb: &Testbed, image: &str) -> Served {
+    served_for(tb, image, "amd64")
+}
+
+/// [`served`] for the `architecture` entry of an index.
+pub fn served_for(tb: &Testbed, image: &str, architecture: &str) -> Served {
     let rest = image.strip_prefix(&format!("{}/", tb.registry)).unwrap();
     let (repository, tag) = rest.rsplit_once(':').unwrap();
     let (digest, top) = registry_get(tb, repository, tag);
     let manifest = match top["manifests"].as_array() {
         Some(entries) => {
-            let amd64 = entries
+            let entry = entries
                 .iter()
-                .find(|e| e["platform"]["architecture"] == "amd64")
+                .find(|e| e["platform"]["architecture"] == architecture)
                 .unwrap();
-            registry_get(tb, repository, amd64["digest"].as_str().unwrap()).1
+            registry_get(tb, repository, entry["digest"].as_str().unwrap()).1
         }
         None => top,
     };
@@ -73,7 +78,7 @@ fn served(tb: &Testbed, image: &str) -> Served {
     }
 }
 
-fn repository(image: &str) -> &str {
+pub fn repository(image: &str) -> &str {
     image.rsplit_once(':').unwrap().0
 }
 

@@ -11,5 +11,6 @@ mod inventory;
 mod push;
 mod registry_client;
 mod runtimes;
+mod sources;
 mod ssh;
 mod testbed;

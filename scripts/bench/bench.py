@@ -209,25 +209,16 @@ class Tool:
 class Dropship(Tool):
     """dropship as users run it with the localhost delegate: images fetched from the registry
     in-process and streamed to the nodes while they download (no Docker daemon involved). The
-    test registry's name resolves only inside the test bed, so a second inventory source
-    declares its address as the registry's mirror, the way a Kubespray inventory declares
-    mirrors (containerd_registries_mirrors)."""
+    test bed's inventory declares the registry's address as its mirror (its name resolves only
+    inside the test bed), as a Kubespray inventory declares mirrors."""
 
     source = []
 
     def command(self, refs):
         # --delegate localhost: the peer's download_localhost (Kubespray would pull on node1).
         return [os.environ["DROPSHIP_BIN"], "push", "-i", self.testbed.env["TESTBED_INVENTORY"],
-                "-i", str(self.mirror_vars()), "--images-file", str(self.images_file(refs)),
-                "--cache-dir", str(self.cache), "--delegate", "localhost", *self.source]
-
-    def mirror_vars(self):
-        path = OUT / "tmp" / "registry-mirror.yml"
-        path.write_text(json.dumps({"all": {"vars": {"containerd_registries_mirrors": [{
-            "prefix": self.testbed.env["TESTBED_REGISTRY"],
-            "mirrors": [{"host": self.testbed.env["TESTBED_REGISTRY_URL"],
-                         "capabilities": ["pull", "resolve"]}]}]}}}))
-        return path
+                "--images-file", str(self.images_file(refs)), "--cache-dir", str(self.cache),
+                "--delegate", "localhost", *self.source]
 
 
 class DropshipDocker(Dropship):

@@ -50,6 +50,10 @@ pub struct Endpoint {
     pub skip_verify: bool,
     /// Extra request headers (a mirror's `header`, e.g. a static `Authorization`).
     pub headers: Vec<(String, String)>,
+    /// For a mirror: the registry whose images it serves. Its credentials are used when the
+    /// Docker config holds none for the mirror itself, since users log in to the registry they
+    /// name in their images, not to the mirrors their inventory declares for it.
+    pub mirror_of: Option<String>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -80,6 +84,7 @@ impl Endpoint {
             capabilities: Capabilities::ALL,
             skip_verify: false,
             headers: Vec::new(),
+            mirror_of: None,
         }
     }
 
@@ -143,6 +148,7 @@ impl Endpoint {
             capabilities,
             skip_verify,
             headers,
+            mirror_of: None,
         })
     }
 }
@@ -216,7 +222,10 @@ impl Mirrors {
         // Kubespray's default lists Docker Hub as its own mirror: asking twice would only
         // fail twice.
         let mut endpoints: Vec<Endpoint> = Vec::new();
-        for endpoint in entry.mirrors.iter().cloned().chain([server]) {
+        for mut endpoint in entry.mirrors.iter().cloned().chain([server]) {
+            if endpoint.is_mirror_for(domain) {
+                endpoint.mirror_of = Some(domain.to_string());
+            }
             if !endpoints.contains(&endpoint) {
                 endpoints.push(endpoint);
             }

@@ -155,7 +155,7 @@ impl Transport {
         repository: &str,
         challenge: &Challenge,
     ) -> Result<Option<(HeaderValue, Option<Duration>)>, ErrorKind> {
-        let credential = self.credential(&endpoint.host).await?;
+        let credential = self.credential_for(endpoint).await?;
         match challenge {
             Challenge::Basic => Ok(match credential {
                 Some(Credential::Basic { username, password }) => {
@@ -182,6 +182,18 @@ impl Transport {
                 .await?;
                 Ok(Some((header, Some(lifetime))))
             }
+        }
+    }
+
+    /// The credentials for `endpoint`: its own host's, else (a mirror) those of the registry it
+    /// serves.
+    async fn credential_for(&self, endpoint: &Endpoint) -> Result<Option<Credential>, ErrorKind> {
+        if let Some(own) = self.credential(&endpoint.host).await? {
+            return Ok(Some(own));
+        }
+        match &endpoint.mirror_of {
+            Some(registry) => self.credential(registry).await,
+            None => Ok(None),
         }
     }
 
@@ -214,17 +226,15 @@ impl Transport {
         let body = read_limited(response, ERROR_BODY_LIMIT)
             .await
             .unwrap_or_default();
-        let known = self
-            .known
-            .lock()
-            .expect("credentials lock")
-            .get(&endpoint.host)
-            .cloned()
-            .flatten();
+        let known: Vec<Credential> = {
+            let known = self.known.lock().expect("credentials lock");
+            std::iter::once(&endpoint.host)
+                .chain(&endpoint.mirror_of)
+                .filter_map(|host| known.get(host).cloned().flatten())
+                .collect()
+        };
         let mut secrets: Vec<&str> = endpoint.headers.iter().map(|(_, v)| v.as_str()).collect();
-        if let Some(credential) = &known {
-            secrets.push(credential.secret());
-        }
+        secrets.extend(known.iter().map(Credential::secret));
         let message = registry_message(status, &body, &secrets);
         Err(ErrorKind::from_status(status, message))
     }
