@@ -9,13 +9,13 @@ use anyhow::Context as _;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use crate::cli::{CacheCommand, CacheDirArgs, GlobalArgs};
+use crate::cli::{CacheCommand, CacheDirArgs};
 use crate::image::compression::zstd_level_for_gzip;
 use crate::image::{ArchiveFormat, ArchiveLayout, Cache, DiffId, ImageId};
 use crate::push::kubespray::DownloadSettings;
 
-pub fn run(global: &GlobalArgs, command: &CacheCommand) -> anyhow::Result<ExitCode> {
-    let open = |args: &CacheDirArgs| open(global, args);
+pub fn run(run: &super::Run, command: &CacheCommand) -> anyhow::Result<ExitCode> {
+    let open = |args: &CacheDirArgs| open(run, args);
     match command {
         CacheCommand::List { cache, json } => list(&open(cache)?, *json),
         CacheCommand::Import { cache, files } => import(&open(cache)?, files),
@@ -26,17 +26,25 @@ pub fn run(global: &GlobalArgs, command: &CacheCommand) -> anyhow::Result<ExitCo
             zstd,
         } => export(&open(cache)?, images, output, *zstd),
         CacheCommand::Verify { cache } => verify(&open(cache)?),
-        CacheCommand::Prune { cache, all } => prune(&open(cache)?, *all),
+        CacheCommand::Prune { cache, all, yes } => {
+            let cache = open(cache)?;
+            if *all && !yes {
+                confirm_prune_all(&cache)?;
+            }
+            prune(&cache, *all)
+        }
     }
 }
 
-/// `--cache-dir`, else (with `-i`) the inventory's `download_cache_dir`, else the default;
-/// new layers are compressed at the level `download_compress` maps to.
-fn open(global: &GlobalArgs, args: &CacheDirArgs) -> anyhow::Result<Cache> {
-    let settings = if global.inventory.is_empty() {
+/// `--cache-dir`, else (with `-i`, `ANSIBLE_INVENTORY` or ansible.cfg's `inventory`) the
+/// inventory's `download_cache_dir`, else the default; new layers are compressed at the level
+/// `download_compress` maps to.
+fn open(run: &super::Run, args: &CacheDirArgs) -> anyhow::Result<Cache> {
+    let sources = run.inventory_sources(false);
+    let settings = if sources.is_empty() {
         DownloadSettings::default()
     } else {
-        DownloadSettings::from_inventory(&super::load_inventory(global)?)?
+        DownloadSettings::from_inventory(&run.load_inventory_from(sources)?)?
     };
     let dir = Cache::resolve_dir(args.cache_dir.as_deref(), settings.cache_dir.as_deref());
     Cache::open(&dir, Some(zstd_level_for_gzip(settings.compress)))
@@ -228,6 +236,27 @@ fn verify(cache: &Cache) -> anyhow::Result<ExitCode> {
             cache.root().display()
         );
         Ok(ExitCode::from(super::EXIT_FAILED))
+    }
+}
+
+/// `prune --all` empties the cache: asked on a terminal, refused without one (pass --yes).
+fn confirm_prune_all(cache: &Cache) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let root = cache.root().display().to_string();
+    if !std::io::stdin().is_terminal() {
+        return Err(super::UsageError(format!(
+            "cache prune --all removes every image in {root}: pass --yes to confirm \
+             (no terminal to ask on)"
+        ))
+        .into());
+    }
+    eprint!("Remove every image and layer in {root}? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        anyhow::bail!("cache prune --all: not confirmed, nothing removed")
     }
 }
 

@@ -90,6 +90,12 @@ pub enum PlanError {
     UnknownDelegate { name: String },
 }
 
+/// What the edge resolved from ansible.cfg and the ssh config, with the flags over them.
+pub struct Context<'a> {
+    pub connection: &'a connection::Defaults,
+    pub forks: usize,
+}
+
 /// `requested` are the images from `--image` and `--images-file`; without any, the
 /// inventory's `dropship_images` list is used.
 pub fn build(
@@ -97,10 +103,11 @@ pub fn build(
     limit: Option<&str>,
     args: &PushArgs,
     requested: Vec<ImageRef>,
+    context: &Context,
 ) -> Result<Plan, PlanError> {
     let download = DownloadSettings::from_inventory(inventory)?;
     let pattern = limit.unwrap_or("all");
-    let targets = connection::targets(inventory, pattern)?
+    let targets = connection::targets(inventory, pattern, context.connection)?
         .into_iter()
         .map(|host| {
             let coreos = HostVars::new(inventory, host.name()).bool("dropship_coreos")?;
@@ -131,7 +138,7 @@ pub fn build(
     }
     Ok(Plan {
         targets,
-        delegate: delegate(inventory, args.delegate.as_deref(), &download)?,
+        delegate: delegate(inventory, args.delegate.as_deref(), &download, context)?,
         images,
         settings: PushSettings {
             retry: RetryPolicy::new(
@@ -139,7 +146,7 @@ pub fn build(
                 args.retry_stagger.unwrap_or(download.retry_stagger),
             ),
             seed: args.seed,
-            forks: args.connect.forks,
+            forks: context.forks,
             keep_remote_cache: args.keep_remote_cache || download.keep_remote_cache,
             local_release_dir: download.local_release_dir.clone(),
             delta: !args.no_delta,
@@ -168,6 +175,7 @@ fn delegate(
     inventory: &Inventory,
     flag: Option<&str>,
     download: &DownloadSettings,
+    context: &Context,
 ) -> Result<Delegate, PlanError> {
     let name = match flag {
         Some("localhost") => return Ok(Delegate::Localhost),
@@ -184,7 +192,9 @@ fn delegate(
         },
     };
     Ok(Delegate::Host(Box::new(connection::resolve(
-        inventory, &name,
+        inventory,
+        &name,
+        context.connection,
     )?)))
 }
 
@@ -192,6 +202,20 @@ fn delegate(
 mod tests {
     use super::*;
     use crate::inventory::testing::load_ini as inventory;
+
+    /// `super::build` without ansible.cfg or an ssh config; forks from `-f`, else 10.
+    fn build(
+        inventory: &Inventory,
+        limit: Option<&str>,
+        args: &PushArgs,
+        requested: Vec<ImageRef>,
+    ) -> Result<Plan, PlanError> {
+        let context = Context {
+            connection: &connection::Defaults::default(),
+            forks: args.connect.forks.unwrap_or(10),
+        };
+        super::build(inventory, limit, args, requested, &context)
+    }
     use clap::Parser;
 
     fn args(extra: &[&str]) -> PushArgs {
