@@ -155,6 +155,11 @@ impl Inventory {
             path: sources[0].clone(),
             message: e.to_string(),
         })?;
+        for host in data.hosts.keys().filter(|h| data.groups.contains_key(*h)) {
+            // Ansible's words; in an INI file such a host's inline variables became the group's,
+            // which group_vars/all then overrides (inventory/sample's bastion).
+            crate::logging::warn_once(format!("Found both group and host with same name: {host}"));
+        }
         let mut source_vars = Vec::new();
         for source in sources {
             // Ansible looks next to a file source, and inside a directory source.
