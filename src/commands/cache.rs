@@ -1,7 +1,7 @@
 //! `dropship cache`: list, import, export, verify and prune the local image cache.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -17,8 +17,23 @@ use crate::push::kubespray::DownloadSettings;
 pub fn run(run: &super::Run, command: &CacheCommand) -> anyhow::Result<ExitCode> {
     let open = |args: &CacheDirArgs| open(run, args);
     match command {
-        CacheCommand::List { cache, json } => list(&open(cache)?, *json),
-        CacheCommand::Import { cache, files } => import(&open(cache)?, files),
+        // Listing a cache that does not exist shows it empty, and does not create it.
+        CacheCommand::List { cache, json } => match existing(run, cache)? {
+            Some(cache) => list(&cache, *json),
+            None => print_listing(&Listing::empty(&cache_dir(run, cache)?), *json),
+        },
+        CacheCommand::Import { cache, files } => {
+            for file in files {
+                if !file.is_file() {
+                    return Err(super::UsageError(format!(
+                        "{}: no such file to import",
+                        file.display()
+                    ))
+                    .into());
+                }
+            }
+            import(&open(cache)?, files)
+        }
         CacheCommand::Export {
             cache,
             images,
@@ -40,15 +55,36 @@ pub fn run(run: &super::Run, command: &CacheCommand) -> anyhow::Result<ExitCode>
 /// inventory's `download_cache_dir`, else the default; new layers are compressed at the level
 /// `download_compress` maps to.
 fn open(run: &super::Run, args: &CacheDirArgs) -> anyhow::Result<Cache> {
-    let sources = run.inventory_sources(false);
-    let settings = if sources.is_empty() {
-        DownloadSettings::default()
-    } else {
-        DownloadSettings::from_inventory(&run.load_inventory_from(sources)?)?
-    };
+    let settings = download_settings(run)?;
     let dir = Cache::resolve_dir(args.cache_dir.as_deref(), settings.cache_dir.as_deref());
     Cache::open(&dir, Some(zstd_level_for_gzip(settings.compress)))
         .with_context(|| format!("cannot open the image cache at {}", dir.display()))
+}
+
+fn download_settings(run: &super::Run) -> anyhow::Result<DownloadSettings> {
+    let sources = run.inventory_sources(false);
+    Ok(if sources.is_empty() {
+        DownloadSettings::default()
+    } else {
+        DownloadSettings::from_inventory(&run.load_inventory_from(sources)?)?
+    })
+}
+
+fn cache_dir(run: &super::Run, args: &CacheDirArgs) -> anyhow::Result<std::path::PathBuf> {
+    let settings = download_settings(run)?;
+    Ok(Cache::resolve_dir(
+        args.cache_dir.as_deref(),
+        settings.cache_dir.as_deref(),
+    ))
+}
+
+/// The cache, if its directory exists.
+fn existing(run: &super::Run, args: &CacheDirArgs) -> anyhow::Result<Option<Cache>> {
+    if cache_dir(run, args)?.is_dir() {
+        open(run, args).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 #[derive(Serialize)]
@@ -115,6 +151,27 @@ fn list(cache: &Cache, json: bool) -> anyhow::Result<ExitCode> {
         stored_bytes,
         saved_by_sharing: per_image_total - stored_bytes,
     };
+    print_listing(&listing, json)
+}
+
+impl Listing {
+    fn empty(dir: &Path) -> Listing {
+        Listing {
+            cache_dir: dir.display().to_string(),
+            images: Vec::new(),
+            layers: 0,
+            stored_bytes: 0,
+            saved_by_sharing: 0,
+        }
+    }
+}
+
+/// `HumanBytes` ignores width and alignment: format it first.
+fn bytes(n: u64) -> String {
+    HumanBytes(n).to_string()
+}
+
+fn print_listing(listing: &Listing, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&listing)?);
         return Ok(ExitCode::SUCCESS);
@@ -133,9 +190,9 @@ fn list(cache: &Cache, json: bool) -> anyhow::Result<ExitCode> {
             "{:<14} {:>6} {:>10} {:>10} {:>10}  {tags}",
             &image.id.hex()[..12],
             image.layers,
-            HumanBytes(image.raw_bytes),
-            HumanBytes(image.compressed_bytes),
-            HumanBytes(image.shared_bytes),
+            bytes(image.raw_bytes),
+            bytes(image.compressed_bytes),
+            bytes(image.shared_bytes),
         );
     }
     println!(
@@ -192,8 +249,18 @@ fn export(cache: &Cache, images: &[String], output: &Path, zstd: bool) -> anyhow
     let layout = ArchiveLayout::Docker {
         zstd_members: false,
     };
+    let to_stdout = output == Path::new("-");
+    if to_stdout && std::io::stdout().is_terminal() {
+        // As `docker save`: binary data on a terminal is never what was meant.
+        return Err(super::UsageError(
+            "cache export -o -: refusing to write an archive to a terminal; redirect stdout \
+             or name a file"
+                .into(),
+        )
+        .into());
+    }
     let plan = cache.archive_plan(&ids, &HashSet::new(), layout, format)?;
-    let written = if output == Path::new("-") {
+    let written = if to_stdout {
         cache.write_archive(&plan, std::io::stdout().lock())?
     } else {
         let file = std::fs::File::create(output)

@@ -91,7 +91,7 @@ pub(super) fn parse_source(
     // Like Ansible, a source the YAML reader rejects is offered to the INI reader next.
     match ini::parse(data, &text) {
         Ok(()) => {
-            if let Some((line, message, _)) = yaml_error.filter(|_| ext != "") {
+            if let Some((line, message, _)) = yaml_error.filter(|_| !ext.is_empty()) {
                 // Ansible says nothing here; a `.yml` that is INI is more often a YAML mistake.
                 let at = line.map(|l| format!(":{l}")).unwrap_or_default();
                 crate::logging::warn_once(format!(
