@@ -57,7 +57,7 @@ push: build ## Push images: make push INVENTORY=inventory/x/hosts.ini IMAGES=ima
 	@test -n "$(INVENTORY)" -a -n "$(IMAGES)" || { echo "usage: make push INVENTORY=FILE IMAGES=FILE [ARGS=...]" >&2; exit 2; }
 	target/release/dropship push -i $(INVENTORY) --images-file $(IMAGES) $(ARGS)
 
-testbed-up: deps ## Bring the test bed up: a bastion, 4 nodes, a registry (TESTBED_ID=n for another)
+testbed-up: deps ## Bring the test bed up: a bastion, 5 mixed nodes, 2 registries (TESTBED_ID=n for another)
 	scripts/testbed.sh up
 
 testbed-down: ## Stop the test bed and remove its namespaces

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what dropship's tests, demo and test bed need on a fresh Debian/Ubuntu machine, as root.
 # Idempotent and fast when everything is there: apt runs only for a missing program, the venv is
-# made only when its ansible-core is missing or not the pinned version.
+# made only when its ansible-core is missing or not the pinned version, pip runs only when a pinned
+# Python package is missing or another version.
 #
-#   scripts/install-deps.sh           Debian packages and <repo>/.venv (ansible-core)
+#   scripts/install-deps.sh           Debian packages and <repo>/.venv (ansible-core; grpcio and
+#                                     grpcio-tools for the test bed's CRI client)
 #   scripts/install-deps.sh --check   exit 1 (and name them) if anything is missing; install nothing
 #
 # The ansible.posix collection (synchronize) is not installed: no PyPI package carries it alone
@@ -12,6 +14,8 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ANSIBLE_CORE=2.19.14
+# The test bed's CRI client (scripts/testbed.sh cri-images): gRPC, and protoc for its stubs.
+PYTHON_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 protobuf==7.36.2)
 VENV=$REPO/.venv
 
 # program -> Debian package that provides it
@@ -19,6 +23,11 @@ PROGRAMS=(
 	/usr/sbin/sshd:openssh-server
 	ssh:openssh-client
 	/usr/sbin/dockerd:docker.io
+	containerd:containerd
+	runc:runc
+	podman:podman
+	skopeo:skopeo
+	htpasswd:apache2-utils
 	docker-registry:docker-registry
 	zstd:zstd
 	pigz:pigz
@@ -44,6 +53,13 @@ venv_ok() {
 		[[ "$("$VENV/bin/python" -c 'import ansible.release; print(ansible.release.__version__)' 2>/dev/null)" == "$ANSIBLE_CORE" ]]
 }
 
+missing_python_packages() { # the pinned ones the venv lacks or has in another version
+	local installed
+	installed=$("$VENV/bin/pip" freeze --disable-pip-version-check 2>/dev/null | tr '[:upper:]_' '[:lower:]-')
+	local package
+	for package in "${PYTHON_PACKAGES[@]}"; do grep -qx "$package" <<<"$installed" || echo "$package"; done
+}
+
 check_only=false
 [[ ${1:-} != --check ]] || check_only=true
 
@@ -64,5 +80,11 @@ if ! venv_ok; then
 	echo "install-deps: making $VENV with ansible-core==$ANSIBLE_CORE" >&2
 	python3 -m venv "$VENV"
 	"$VENV/bin/pip" install -q --disable-pip-version-check "ansible-core==$ANSIBLE_CORE"
+fi
+mapfile -t python_packages < <(missing_python_packages)
+if ((${#python_packages[@]})); then
+	$check_only && { echo "install-deps: missing in $VENV: ${python_packages[*]}" >&2; exit 1; }
+	echo "install-deps: installing ${python_packages[*]} into $VENV" >&2
+	"$VENV/bin/pip" install -q --disable-pip-version-check "${python_packages[@]}"
 fi
 $check_only || echo "install-deps: everything is installed" >&2

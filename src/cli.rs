@@ -99,7 +99,7 @@ pub enum Command {
   dropship push -i hosts.ini --images-file images.txt --json recap.json
   dropship push -i hosts.ini --image nginx:1.25 --check
   dropship push -i hosts.ini --offline --image nginx:1.25")]
-    Push(PushArgs),
+    Push(Box<PushArgs>),
 
     /// Inspect and manage the local image cache.
     #[command(subcommand)]
@@ -236,8 +236,26 @@ pub struct PushArgs {
     #[arg(long)]
     pub offline: bool,
 
-    /// Pull for this platform, e.g. linux/arm64.
-    #[arg(long, value_name = "OS/ARCH")]
+    /// With the localhost delegate, where images come from: `auto` (default) fetches from the
+    /// registries in-process and takes from the Docker daemon next to dropship what no registry
+    /// has (a `localhost/...` name, a local build); `registry` only the registries; `docker`
+    /// only the daemon.
+    #[arg(long, value_enum, value_name = "SOURCE")]
+    pub source: Option<SourceArg>,
+
+    /// A registry (HOST[:PORT]) spoken to over plain HTTP (repeatable; also
+    /// docker_insecure_registries, containerd_insecure_registries, http:// mirrors).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+
+    /// A PEM file of CAs to trust for registries, besides the system's (repeatable; also
+    /// dropship_registry_ca_files).
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    pub registry_cas: Vec<PathBuf>,
+
+    /// One platform for every node, e.g. linux/arm64 (default: each node's own, from its
+    /// `uname -m`, dropship_platform or image_arch).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
 
     /// zstd level for the cache, 1-19 (default: from download_compress). Levels 20-22 need
@@ -285,6 +303,17 @@ pub struct PushArgs {
     /// Write the per-host recap as JSON to FILE ("-" for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+/// Where the localhost delegate gets images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceArg {
+    /// The registries, and the Docker daemon for what they do not have.
+    Auto,
+    /// The registries, in-process: no Docker daemon needed.
+    Registry,
+    /// The Docker daemon next to dropship (`DOCKER_HOST`).
+    Docker,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -1,8 +1,8 @@
 //! What a node is and holds, gathered in one SSH round trip.
 //!
-//! One POSIX `sh` script prints delimited sections (os-release, arch, tools, runtimes,
-//! `docker info`, free space, every image with its layers); a missing tool leaves its section
-//! empty instead of failing the script. Listing all images once per node, not once per image,
+//! One POSIX `sh` script prints delimited sections (os-release, arch, tools, free space, and
+//! each runtime's part: its probe, its settings, every image it holds); a missing tool leaves
+//! its section empty instead of failing the script. Listing all images once per node, not once per image,
 //! is what keeps large clusters from exhausting SSH (Kubespray #11092, #13083).
 
 use std::collections::BTreeMap;
@@ -10,50 +10,50 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::runtime::{self, ContainerdFacts, CrioFacts, DockerFacts};
 use crate::ssh::Become;
 use crate::ssh::{RemoteCommand, Session, SshError, quote};
 
 const MARK: &str = "@@dropship ";
 
-/// The fact-gathering script; `$DIR` is where free space is measured (its nearest existing parent).
-const SCRIPT: &str = r#"
+/// The start of the fact-gathering script; `$DIR` is where free space is measured (its nearest
+/// existing parent). Each runtime's part (`runtime::*::SCRIPT`) follows, then [`TAIL`].
+const HEAD: &str = r#"
 export LC_ALL=C
 have() { command -v "$1" >/dev/null 2>&1; }
 limit() { if have timeout; then timeout 20 "$@"; else "$@"; fi; }
 mark() { printf '\n@@dropship %s@@\n' "$1"; }
-mark os-release; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null
-mark arch; uname -m
-mark tools; for t in zstd gzip docker ctr nerdctl podman; do have "$t" && echo "$t"; done
-mark runtimes
 # NAME RC DETAIL: the version line when it answered, else the last line of its complaint.
 probe() {
   n=$1; shift; out=$(limit "$@" 2>&1); rc=$?; line=
   [ $rc -eq 0 ] && line=$(printf '%s\n' "$out" | grep '^[[:space:]]*Version:' | tail -n 1)
   [ -n "$line" ] || line=$(printf '%s\n' "$out" | tail -n 1)
   echo "$n $rc $line"
+  return $rc
 }
-have docker && probe docker docker version --format '{{.Server.Version}}'
-# ctr and nerdctl wait seconds for an absent containerd: ask only when its socket exists.
-sock=${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}
-if [ -S "$sock" ]; then
-  have ctr && probe ctr ctr --connect-timeout 2s version
-  have nerdctl && probe nerdctl nerdctl version
-else
-  for t in ctr nerdctl; do have "$t" && echo "$t 1 no containerd socket at $sock"; done
-fi
-have podman && probe podman podman version
-mark docker-info
-have docker && limit docker info --format '{"ServerVersion":{{json .ServerVersion}},"Driver":{{json .Driver}},"DriverStatus":{{json .DriverStatus}}}' 2>/dev/null
+mark os-release; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null
+mark arch; uname -m
+mark tools; for t in zstd gzip docker containerd ctr nerdctl podman; do have "$t" && echo "$t"; done
+"#;
+
+const TAIL: &str = r#"
 mark free
 d=$DIR; while [ ! -d "$d" ]; do d=${d%/*}; [ -n "$d" ] || d=/; done
 echo "$d"; df -Pk "$d" 2>/dev/null | tail -n 1
-mark images
-if have docker; then
-  ids=$(limit docker images -q --no-trunc 2>/dev/null)
-  [ -n "$ids" ] && limit docker image inspect --format '[{{json .Id}},{{json .RepoTags}},{{json .RepoDigests}},{{json .RootFS.Layers}}]' $ids 2>/dev/null
-fi
 mark end
 "#;
+
+/// The whole script: the head, every runtime's part, the tail.
+fn script() -> String {
+    [
+        HEAD,
+        runtime::docker::SCRIPT,
+        runtime::containerd::SCRIPT,
+        runtime::crio::SCRIPT,
+        TAIL,
+    ]
+    .concat()
+}
 
 /// Everything `dropship` needs to know about a node before pushing to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -61,16 +61,18 @@ pub struct Facts {
     pub os: OsRelease,
     /// `uname -m`: x86_64, aarch64, …
     pub arch: String,
-    /// Tools found on PATH among zstd, gzip, docker, ctr, nerdctl, podman.
+    /// Tools found on PATH among zstd, gzip, docker, containerd, ctr, nerdctl, podman.
     pub tools: Vec<String>,
-    /// Container runtimes whose CLI is installed, and whether they answered.
-    pub runtimes: Vec<Runtime>,
-    /// `docker info`, when the Docker daemon answered.
-    pub docker: Option<DockerInfo>,
+    /// Container runtime CLIs that are installed, and whether they answered.
+    pub runtimes: Vec<Probe>,
+    /// The Docker daemon and its images, when it answered.
+    pub docker: Option<DockerFacts>,
+    /// containerd, its CRI settings and what its `k8s.io` namespace holds, when installed.
+    pub containerd: Option<ContainerdFacts>,
+    /// CRI-O's socket and containers-storage, when podman or CRI-O is there.
+    pub crio: Option<CrioFacts>,
     /// Free space where archives would be written (local_release_dir or its nearest parent).
     pub free_space: Option<FreeSpace>,
-    /// Every image the Docker daemon holds.
-    pub images: Vec<NodeImage>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -81,8 +83,9 @@ pub struct OsRelease {
     pub version_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Runtime {
+/// One runtime CLI asked for its version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Probe {
     pub name: String,
     pub answers: bool,
     /// Version when it answered, else the start of its error message.
@@ -90,27 +93,9 @@ pub struct Runtime {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DockerInfo {
-    pub server_version: String,
-    pub storage_driver: String,
-    /// Images live in containerd's store (Docker's containerd snapshotter), not the classic one.
-    pub containerd_image_store: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FreeSpace {
     pub path: String,
     pub bytes: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeImage {
-    /// `sha256:…` image ID (config digest).
-    pub id: String,
-    pub repo_tags: Vec<String>,
-    pub repo_digests: Vec<String>,
-    /// Layer diff IDs, base first.
-    pub layers: Vec<String>,
 }
 
 impl Facts {
@@ -125,22 +110,42 @@ impl Facts {
         self.tools.iter().any(|t| t == tool)
     }
 
-    pub fn docker_answers(&self) -> bool {
-        self.docker.is_some()
+    pub fn probe(&self, name: &str) -> Option<&Probe> {
+        self.runtimes.iter().find(|p| p.name == name)
     }
 
-    /// "docker 20.10.24/overlay2", "podman 4.3.1", or "none".
+    /// What the probe of `name` said, or "no answer".
+    pub fn probe_detail(&self, name: &str) -> String {
+        self.probe(name)
+            .map_or_else(|| "no answer".to_string(), |p| p.detail.clone())
+    }
+
+    /// "docker 20.10.24/overlay2", "containerd 1.6.20 (cri, overlayfs)", "podman 4.3.1", or
+    /// "none".
     pub fn runtime_summary(&self) -> String {
         let mut answering: Vec<String> = self
             .runtimes
             .iter()
             .filter(|r| r.answers)
-            .map(|r| match (&self.docker, r.name.as_str()) {
-                (Some(docker), "docker") => {
-                    format!("docker {}/{}", docker.server_version, docker.storage_driver)
-                }
-                _ => format!("{} {}", r.name, r.detail).trim().to_string(),
-            })
+            .map(
+                |r| match (r.name.as_str(), &self.docker, &self.containerd) {
+                    ("docker", Some(docker), _) => {
+                        format!("docker {}/{}", docker.server_version, docker.storage_driver)
+                    }
+                    ("ctr", _, Some(containerd)) => format!(
+                        "containerd {} ({}{}{})",
+                        r.detail,
+                        if containerd.cri { "cri, " } else { "no cri, " },
+                        containerd.snapshotter(),
+                        if containerd.config.discard_unpacked_layers {
+                            ", discards unpacked layers"
+                        } else {
+                            ""
+                        }
+                    ),
+                    _ => format!("{} {}", r.name, r.detail).trim().to_string(),
+                },
+            )
             .collect();
         if answering.is_empty() {
             answering.push("none".to_string());
@@ -161,7 +166,7 @@ pub enum FactsError {
 /// The one command that prints every fact, measuring free space at `local_release_dir`.
 pub fn facts_command(local_release_dir: &Path, become_: Option<&Become>) -> RemoteCommand {
     let dir = local_release_dir.to_string_lossy();
-    RemoteCommand::shell(format!("DIR={}\n{SCRIPT}", quote(&dir))).with_become(become_)
+    RemoteCommand::shell(format!("DIR={}\n{}", quote(&dir), script())).with_become(become_)
 }
 
 /// Gather the facts of the host behind `session` in one round trip.
@@ -185,49 +190,72 @@ pub async fn gather(
 /// Parse the script's output. Only a missing end marker (the script did not run to its end,
 /// e.g. `sudo -n` refused) is an error; a missing tool just leaves its fact empty.
 pub fn parse(output: &str) -> Result<Facts, String> {
-    let sections = split_sections(output);
-    if !sections.contains_key("end") {
+    let sections = Sections::parse(output);
+    if !sections.has("end") {
         return Err("the facts script did not run to its end".to_string());
     }
-    let section = |name: &str| sections.get(name).map(Vec::as_slice).unwrap_or_default();
-    let docker = parse_docker_info(section("docker-info"));
+    let runtimes: Vec<Probe> = sections
+        .get("runtimes")
+        .iter()
+        .filter_map(|line| parse_probe(line))
+        .collect();
+    let tools: Vec<String> = sections
+        .get("tools")
+        .iter()
+        .map(|s| s.trim().to_string())
+        .collect();
+    let podman = tools.iter().any(|t| t == "podman");
     Ok(Facts {
-        os: parse_os_release(section("os-release")),
-        arch: section("arch")
+        os: parse_os_release(sections.get("os-release")),
+        arch: sections
+            .get("arch")
             .first()
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
-        tools: section("tools")
-            .iter()
-            .map(|s| s.trim().to_string())
-            .collect(),
-        runtimes: section("runtimes")
-            .iter()
-            .filter_map(|line| parse_runtime(line))
-            .collect(),
-        free_space: parse_free(section("free")),
-        images: parse_images(section("images"))?,
-        docker,
+        docker: runtime::docker::parse(&sections)?,
+        containerd: runtime::containerd::parse(
+            &sections,
+            runtimes.iter().find(|p| p.name == "ctr"),
+        ),
+        crio: runtime::crio::parse(&sections, podman)?,
+        free_space: parse_free(sections.get("free")),
+        tools,
+        runtimes,
     })
 }
 
-fn split_sections(output: &str) -> BTreeMap<&str, Vec<&str>> {
-    let mut sections: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut current: Option<&str> = None;
-    for line in output.lines() {
-        if let Some(name) = line
-            .strip_prefix(MARK)
-            .and_then(|rest| rest.strip_suffix("@@"))
-        {
-            current = Some(name);
-            sections.entry(name).or_default();
-        } else if let Some(name) = current
-            && !line.trim().is_empty()
-        {
-            sections.entry(name).or_default().push(line);
+/// The script's output by section; a section printed twice (each runtime adds its probe to
+/// `runtimes`) reads as one.
+pub struct Sections<'a>(BTreeMap<&'a str, Vec<&'a str>>);
+
+impl<'a> Sections<'a> {
+    pub fn parse(output: &'a str) -> Self {
+        let mut sections: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut current: Option<&str> = None;
+        for line in output.lines() {
+            if let Some(name) = line
+                .strip_prefix(MARK)
+                .and_then(|rest| rest.strip_suffix("@@"))
+            {
+                current = Some(name);
+                sections.entry(name).or_default();
+            } else if let Some(name) = current
+                && !line.trim().is_empty()
+            {
+                sections.entry(name).or_default().push(line);
+            }
         }
+        Sections(sections)
     }
-    sections
+
+    /// The lines of a section (none when it is missing).
+    pub fn get(&self, name: &str) -> &[&'a str] {
+        self.0.get(name).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
 }
 
 fn parse_os_release(lines: &[&str]) -> OsRelease {
@@ -271,7 +299,7 @@ fn unquote_os_release(value: &str) -> String {
 }
 
 /// `NAME RC DETAIL…`
-fn parse_runtime(line: &str) -> Option<Runtime> {
+fn parse_probe(line: &str) -> Option<Probe> {
     let mut parts = line.trim().splitn(3, ' ');
     let name = parts.next()?.to_string();
     let answers = parts.next()? == "0";
@@ -283,33 +311,10 @@ fn parse_runtime(line: &str) -> Option<Runtime> {
         .chars()
         .take(120)
         .collect();
-    Some(Runtime {
+    Some(Probe {
         name,
         answers,
         detail,
-    })
-}
-
-fn parse_docker_info(lines: &[&str]) -> Option<DockerInfo> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Info {
-        server_version: Option<String>,
-        driver: Option<String>,
-        driver_status: Option<Vec<Vec<String>>>,
-    }
-    let info: Info = lines
-        .iter()
-        .find_map(|line| serde_json::from_str(line).ok())?;
-    let server_version = info.server_version.filter(|v| !v.is_empty())?;
-    let containerd_image_store = info.driver_status.unwrap_or_default().iter().any(|pair| {
-        pair.first().is_some_and(|k| k == "driver-type")
-            && pair.get(1).is_some_and(|v| v.contains("containerd"))
-    });
-    Some(DockerInfo {
-        server_version,
-        storage_driver: info.driver.unwrap_or_default(),
-        containerd_image_store,
     })
 }
 
@@ -323,37 +328,22 @@ fn parse_free(lines: &[&str]) -> Option<FreeSpace> {
     })
 }
 
-fn parse_images(lines: &[&str]) -> Result<Vec<NodeImage>, String> {
-    type Row = (
-        String,
-        Option<Vec<String>>,
-        Option<Vec<String>>,
-        Option<Vec<String>>,
-    );
-    let mut images: Vec<NodeImage> = Vec::new();
-    for line in lines {
-        let (id, tags, digests, layers): Row =
-            serde_json::from_str(line).map_err(|e| format!("image line {line:?}: {e}"))?;
-        if images.iter().any(|i| i.id == id) {
-            continue; // `docker images -q` lists an image once per tag
-        }
-        images.push(NodeImage {
-            id,
-            repo_tags: tags.unwrap_or_default(),
-            repo_digests: digests.unwrap_or_default(),
-            layers: layers.unwrap_or_default(),
-        });
-    }
-    Ok(images)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Runtime;
+
+    fn captured(name: &str) -> Facts {
+        let path = format!(
+            "{}/tests/fixtures/facts-node-{name}.txt",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
 
     #[test]
     fn captured_docker_node() {
-        let facts = parse(include_str!("../tests/fixtures/facts-node-docker.txt")).unwrap();
+        let facts = captured("docker");
         assert_eq!(
             facts.os,
             OsRelease {
@@ -365,24 +355,25 @@ mod tests {
         );
         assert!(!facts.is_coreos_like());
         assert_eq!(facts.arch, "x86_64");
-        assert_eq!(facts.tools, ["zstd", "gzip", "docker", "ctr"]);
+        assert_eq!(facts.tools, ["zstd", "gzip", "docker", "containerd", "ctr"]);
         assert_eq!(facts.runtime_summary(), "docker 20.10.24+dfsg1/overlay2");
-        let ctr = &facts.runtimes[1];
+        // Docker's own containerd has its socket elsewhere: ctr finds no daemon, the node is
+        // a Docker node.
+        let ctr = facts.probe("ctr").unwrap();
         assert!(
             !ctr.answers && ctr.detail.starts_with("no containerd socket"),
             "{ctr:?}"
         );
-        assert!(!facts.docker.as_ref().unwrap().containerd_image_store);
+        assert_eq!(Runtime::detect(&facts), Some(Runtime::Docker));
+        let docker = facts.docker.as_ref().unwrap();
+        assert!(!docker.containerd_image_store);
         assert_eq!(
-            facts.free_space,
-            Some(FreeSpace {
-                path: "/tmp/releases".into(),
-                bytes: 72639940 * 1024
-            })
+            facts.free_space.as_ref().map(|f| f.path.as_str()),
+            Some("/tmp/releases")
         );
         // Listed once per tag by `docker images -q`, kept once.
-        assert_eq!(facts.images.len(), 2);
-        let app1 = &facts.images[1];
+        assert_eq!(docker.images.len(), 2);
+        let app1 = &docker.images[1];
         assert_eq!(
             app1.repo_tags,
             [
@@ -391,21 +382,47 @@ mod tests {
             ]
         );
         assert_eq!(app1.layers.len(), 4);
+        assert_eq!(Runtime::Docker.images_held(&facts), 2);
+    }
+
+    #[test]
+    fn captured_containerd_node() {
+        let facts = captured("containerd");
+        assert_eq!(facts.tools, ["zstd", "gzip", "containerd", "ctr"]);
+        assert!(facts.docker.is_none() && facts.crio.is_none());
+        assert_eq!(
+            facts.runtime_summary(),
+            "containerd 1.6.20~ds1 (cri, overlayfs)"
+        );
+        assert_eq!(Runtime::detect(&facts), Some(Runtime::Containerd));
+        assert_eq!(Runtime::Containerd.images_held(&facts), 2);
+    }
+
+    #[test]
+    fn captured_crio_node() {
+        let facts = captured("crio");
+        assert_eq!(facts.tools, ["zstd", "gzip", "podman"]);
+        assert_eq!(facts.runtime_summary(), "podman 4.3.1");
+        let crio = facts.crio.as_ref().unwrap();
+        assert_eq!(crio.socket, None, "podman without a CRI-O daemon");
+        assert_eq!(Runtime::detect(&facts), Some(Runtime::Crio));
+        assert_eq!(Runtime::Crio.ready(&facts), Ok(()));
+        assert_eq!(Runtime::Crio.images_held(&facts), 2);
     }
 
     #[test]
     fn captured_flatcar_node() {
-        let facts = parse(include_str!("../tests/fixtures/facts-node-flatcar.txt")).unwrap();
+        let facts = captured("flatcar");
         assert!(facts.is_coreos_like());
         assert_eq!(facts.os.id_like, ["coreos"]);
     }
 
     #[test]
-    fn a_bare_node_without_docker_still_parses() {
+    fn a_bare_node_without_any_runtime_still_parses() {
         let out = "\n@@dropship os-release@@\nID=\"flatcar\"\nID_LIKE=coreos\nNAME='Flatcar Container Linux by Kinvolk'\n\
                    \n@@dropship arch@@\naarch64\n@@dropship tools@@\ngzip\n@@dropship runtimes@@\n\
                    @@dropship docker-info@@\n@@dropship free@@\n/\n/dev/vda 1000 10 900 2% /\n\
-                   @@dropship images@@\n@@dropship end@@\n";
+                   @@dropship docker-images@@\n@@dropship end@@\n";
         let facts = parse(out).unwrap();
         assert!(facts.is_coreos_like());
         assert_eq!(facts.os.name, "Flatcar Container Linux by Kinvolk");
@@ -418,8 +435,9 @@ mod tests {
                 bytes: 900 * 1024
             })
         );
-        assert!(!facts.docker_answers() && facts.images.is_empty());
+        assert!(facts.docker.is_none() && facts.containerd.is_none() && facts.crio.is_none());
         assert_eq!(facts.runtime_summary(), "none");
+        assert_eq!(Runtime::detect(&facts), None);
     }
 
     #[test]
@@ -429,21 +447,12 @@ mod tests {
     }
 
     #[test]
-    fn containerd_image_store_is_detected() {
-        let line = r#"{"ServerVersion":"27.3.1","Driver":"overlayfs","DriverStatus":[["driver-type","io.containerd.snapshotter.v1"]]}"#;
-        let info = parse_docker_info(&[line]).unwrap();
-        assert!(info.containerd_image_store);
-        assert_eq!(info.storage_driver, "overlayfs");
-        let classic = r#"{"ServerVersion":"20.10.24","Driver":"overlay2","DriverStatus":[["Backing Filesystem","extfs"]]}"#;
-        assert!(
-            !parse_docker_info(&[classic])
-                .unwrap()
-                .containerd_image_store
+    fn a_section_printed_twice_reads_as_one() {
+        let sections = Sections::parse(
+            "@@dropship runtimes@@\ndocker 0 20.10\n@@dropship x@@\n1\n@@dropship runtimes@@\nctr 1 down\n",
         );
-        assert_eq!(
-            parse_docker_info(&[r#"{"ServerVersion":"","Driver":""}"#]),
-            None
-        );
+        assert_eq!(sections.get("runtimes"), ["docker 0 20.10", "ctr 1 down"]);
+        assert!(sections.get("nope").is_empty() && !sections.has("nope"));
     }
 
     #[test]
@@ -451,7 +460,7 @@ mod tests {
         let status = std::process::Command::new("sh")
             .arg("-n")
             .arg("-c")
-            .arg(format!("DIR=/x\n{SCRIPT}"))
+            .arg(format!("DIR=/x\n{}", script()))
             .status()
             .unwrap();
         assert!(status.success());

@@ -11,6 +11,7 @@ pub mod logging;
 pub mod push;
 pub mod registry;
 pub mod retry;
+pub mod runtime;
 pub mod shutdown;
 pub mod ssh;
 mod tty;

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::process::Stdio;
 
-use crate::support::{Testbed, docker, stdout, succeed};
+use crate::support::{Runtime, Testbed, docker, stdout, succeed};
 
 fn ssh_output(
     testbed: &Testbed,
@@ -73,7 +73,7 @@ fn an_archive_loaded_over_ssh_lands_in_that_nodes_daemon_only() {
     succeed(docker(control, &["rmi", image]));
     succeed(saved);
 
-    let target = &testbed.nodes[1];
+    let target = testbed.running(Runtime::Docker)[0];
     succeed(
         testbed
             .ssh(target)
@@ -106,17 +106,27 @@ fn an_archive_loaded_over_ssh_lands_in_that_nodes_daemon_only() {
 }
 
 #[test]
-fn a_node_pulls_from_the_registry() {
+fn every_runtime_pulls_from_the_registry() {
     let (testbed, _lock) = testbed!();
     testbed.reset_nodes();
-    let node = &testbed.nodes[0];
-    let pulled = ssh_output(
-        &testbed,
-        node,
-        &format!("docker pull --quiet {}", testbed.images[2]),
-    );
-    succeed(pulled);
-    assert_eq!(testbed.node_images(node).len(), 1);
+    let image = &testbed.images[2];
+    for runtime in [Runtime::Docker, Runtime::Containerd, Runtime::Crio] {
+        let node = testbed.running(runtime)[0];
+        let pull = match runtime {
+            Runtime::Docker => format!("docker pull --quiet {image}"),
+            Runtime::Containerd => {
+                format!("ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d {image}")
+            }
+            Runtime::Crio => format!("podman pull --quiet {image}"),
+        };
+        succeed(ssh_output(&testbed, node, &pull));
+        let tags: Vec<String> = testbed
+            .node_images(node)
+            .into_iter()
+            .flat_map(|(_, tags)| tags)
+            .collect();
+        assert_eq!(tags, std::slice::from_ref(image), "{}", node.name);
+    }
     testbed.reset_nodes();
 }
 
@@ -150,8 +160,15 @@ fn a_stopped_server_can_be_started_again() {
     testbed.start_sshd(node);
     succeed(ssh_output(&testbed, node, "true"));
 
+    let node = testbed.running(Runtime::Docker)[0];
     testbed.stop_dockerd(node);
-    assert!(!docker(&node.docker_host, &["version"]).status.success());
+    assert!(!docker(node.docker_host(), &["version"]).status.success());
     testbed.start_dockerd(node);
     succeed(ssh_output(&testbed, node, "docker version"));
+
+    let node = testbed.running(Runtime::Containerd)[0];
+    testbed.stop_containerd(node);
+    assert!(!ssh_output(&testbed, node, "ctr version").status.success());
+    testbed.start_containerd(node);
+    succeed(ssh_output(&testbed, node, "ctr version"));
 }

@@ -10,5 +10,7 @@ mod cache;
 mod cli;
 mod inventory;
 mod push;
+mod registry_client;
+mod runtimes;
 mod ssh;
 mod testbed;

@@ -207,11 +207,34 @@ class Tool:
 
 
 class Dropship(Tool):
+    """dropship as users run it with the localhost delegate: images fetched from the registry
+    in-process and streamed to the nodes while they download (no Docker daemon involved). The
+    test registry's name resolves only inside the test bed, so a second inventory source
+    declares its address as the registry's mirror, the way a Kubespray inventory declares
+    mirrors (containerd_registries_mirrors)."""
+
+    source = []
+
     def command(self, refs):
         # --delegate localhost: the peer's download_localhost (Kubespray would pull on node1).
         return [os.environ["DROPSHIP_BIN"], "push", "-i", self.testbed.env["TESTBED_INVENTORY"],
-                "--images-file", str(self.images_file(refs)), "--cache-dir", str(self.cache),
-                "--delegate", "localhost"]
+                "-i", str(self.mirror_vars()), "--images-file", str(self.images_file(refs)),
+                "--cache-dir", str(self.cache), "--delegate", "localhost", *self.source]
+
+    def mirror_vars(self):
+        path = OUT / "tmp" / "registry-mirror.yml"
+        path.write_text(json.dumps({"all": {"vars": {"containerd_registries_mirrors": [{
+            "prefix": self.testbed.env["TESTBED_REGISTRY"],
+            "mirrors": [{"host": self.testbed.env["TESTBED_REGISTRY_URL"],
+                         "capabilities": ["pull", "resolve"]}]}]}}}))
+        return path
+
+
+class DropshipDocker(Dropship):
+    """The previous flow, for comparison: the Docker daemon next to dropship pulls, `docker save`
+    fills the cache, then the nodes are sent the cached layers."""
+
+    source = ["--source", "docker"]
 
 
 class Naive(Tool):
@@ -246,14 +269,15 @@ class Ansible(Tool):
                            capture_output=True)
 
 
-TOOLS = {"dropship": Dropship, "naive": Naive, "ansible": Ansible}
+TOOLS = {"dropship": Dropship, "dropship-docker": DropshipDocker, "naive": Naive,
+         "ansible": Ansible}
 
 
 # --- the matrix -------------------------------------------------------------------------------
 
 
 def reps():
-    out = {"dropship": 3, "naive": 1, "ansible": 1}
+    out = {"dropship": 3, "dropship-docker": 1, "naive": 1, "ansible": 1}
     for item in words("BENCH_REPS", ""):
         tool, n = item.split("=")
         out[tool] = int(n)

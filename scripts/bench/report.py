@@ -8,8 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-TOOLS = ("dropship", "naive", "ansible")
-LABELS = {"dropship": "dropship", "naive": "naive ssh loop", "ansible": "Kubespray (Ansible)"}
+TOOLS = ("dropship", "dropship-docker", "naive", "ansible")
+LABELS = {"dropship": "dropship", "dropship-docker": "dropship --source docker (previous flow)",
+          "naive": "naive ssh loop", "ansible": "Kubespray (Ansible)"}
+SHORT = {"dropship": "ds", "dropship-docker": "ds-docker", "naive": "naive", "ansible": "Ansible"}
 
 
 def rows(results):
@@ -24,15 +26,18 @@ def fmt(x, spec):
 
 
 def table(results, markdown):
-    head = ["nodes", "set", "link", "case", "dropship s", "naive s", "Ansible s", "naive÷ds",
-            "Ansible÷ds", "MB→bastion ds/naive/Ansible", "limit s", "ds÷limit", "ds RSS MB"]
+    present = [t for t in TOOLS if any(t in row for _g, _l, _c, row in rows(results))]
+    others = [t for t in present if t != "dropship"]
+    head = ["nodes", "set", "link", "case", *(f"{SHORT[t]} s" for t in present),
+            *(f"{SHORT[t]}÷ds" for t in others),
+            "MB→bastion " + "/".join(SHORT[t] for t in present), "limit s", "ds÷limit", "ds RSS MB"]
     lines = []
     for g, link, case, row in rows(results):
-        t = {tool: row.get(tool) for tool in TOOLS}
+        t = {tool: row.get(tool) for tool in present}
         wall = [fmt(t[x] and t[x]["wall_s"], ".2f") + (f" ({t[x]['n']})" if t[x] and t[x]["n"] != 3 else "")
-                for x in TOOLS]
-        ratio = [fmt(t[x] and t[x].get("times_dropship"), ".1f") for x in ("naive", "ansible")]
-        mb = "/".join(fmt(t[x] and t[x]["tx_bytes"] / 1e6, ".0f") or "-" for x in TOOLS)
+                for x in present]
+        ratio = [fmt(t[x] and t[x].get("times_dropship"), ".1f") for x in others]
+        mb = "/".join(fmt(t[x] and t[x]["tx_bytes"] / 1e6, ".0f") or "-" for x in present)
         rss = fmt(t["dropship"] and t["dropship"]["peak_rss_kb"] / 1024, ".0f")
         lines.append([str(g["nodes"]), g["set"], link, case, *wall, *ratio, mb,
                       fmt(row.get("link_limit_s"), ".1f"), fmt(row.get("dropship_to_limit"), ".2f"), rss])
@@ -53,16 +58,18 @@ def chart(results, path):
 
     links = sorted({g["link_mbit"] or 0 for g in results["groups"]})
     fig, axes = plt.subplots(len(links), 1, figsize=(10, 3.2 * len(links)), dpi=80, squeeze=False)
-    width = 0.27
-    colors = {"dropship": "#1b7837", "naive": "#999999", "ansible": "#c2452d"}
+    present = [t for t in TOOLS if any(t in row for _g, _l, _c, row in rows(results))]
+    width = 0.8 / len(present)
+    colors = {"dropship": "#1b7837", "dropship-docker": "#7fbf7b", "naive": "#999999",
+              "ansible": "#c2452d"}
     for ax, link in zip(axes[:, 0], links):
         groups = [x for x in rows(results) if (x[0]["link_mbit"] or 0) == link]
-        for i, tool in enumerate(TOOLS):
-            bars = [(j + (i - 1) * width, row[tool]["wall_s"])
+        for i, tool in enumerate(present):
+            bars = [(j + (i - (len(present) - 1) / 2) * width, row[tool]["wall_s"])
                     for j, (_g, _l, _c, row) in enumerate(groups) if tool in row]
             if bars:
                 ax.bar(*zip(*bars), width, label=LABELS[tool], color=colors[tool])
-        limits = [(j - width, row["link_limit_s"])
+        limits = [(j - 0.4, row["link_limit_s"])
                   for j, (_g, _l, _c, row) in enumerate(groups) if row.get("link_limit_s")]
         if limits:
             ax.scatter(*zip(*limits), marker="_", s=150, linewidths=2, color="black", zorder=3,

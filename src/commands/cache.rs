@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cli::{CacheCommand, CacheDirArgs};
 use crate::image::compression::zstd_level_for_gzip;
-use crate::image::{ArchiveFormat, ArchiveLayout, Cache, DiffId, ImageId};
+use crate::image::{ArchiveFormat, ArchiveLayout, Cache, Digest, ImageId, LayerBlob};
 use crate::push::kubespray::DownloadSettings;
 
 pub fn run(run: &super::Run, command: &CacheCommand) -> anyhow::Result<ExitCode> {
@@ -92,7 +92,9 @@ struct ListedImage {
     id: ImageId,
     repo_tags: Vec<String>,
     layers: usize,
-    raw_bytes: u64,
+    /// Uncompressed size; `None` when a layer is kept as its registry served it (compressed,
+    /// its uncompressed size unknown until it is unpacked).
+    raw_bytes: Option<u64>,
     compressed_bytes: u64,
     /// Compressed bytes of layers this image shares with other cached images.
     shared_bytes: u64,
@@ -111,27 +113,31 @@ struct Listing {
 
 fn list(cache: &Cache, json: bool) -> anyhow::Result<ExitCode> {
     let records = cache.images()?;
-    let mut users: HashMap<DiffId, usize> = HashMap::new();
-    for record in &records {
-        for diff_id in record.diff_ids.iter().collect::<HashSet<_>>() {
-            *users.entry(*diff_id).or_default() += 1;
+    let blobs: Vec<Vec<LayerBlob>> = records
+        .iter()
+        .map(|record| cache.layer_blobs(record))
+        .collect::<Result<_, _>>()?;
+    let mut users: HashMap<Digest, usize> = HashMap::new();
+    for layers in &blobs {
+        let distinct: HashSet<Digest> = layers.iter().map(|b| b.descriptor.digest).collect();
+        for digest in distinct {
+            *users.entry(digest).or_default() += 1;
         }
     }
-    let mut sizes = HashMap::new();
-    for diff_id in users.keys() {
-        sizes.insert(*diff_id, cache.layer(diff_id)?);
-    }
+    let mut sizes: HashMap<Digest, u64> = HashMap::new();
     let mut images = Vec::new();
     let mut per_image_total = 0;
-    for record in records {
-        let (mut raw_bytes, mut compressed_bytes, mut shared_bytes) = (0, 0, 0);
-        for diff_id in &record.diff_ids {
-            let info = &sizes[diff_id];
-            raw_bytes += info.raw_size;
-            compressed_bytes += info.compressed_size;
-            if users[diff_id] > 1 {
-                shared_bytes += info.compressed_size;
+    for (record, layers) in records.into_iter().zip(&blobs) {
+        let (mut raw_bytes, mut compressed_bytes, mut shared_bytes) = (Some(0), 0, 0);
+        for blob in layers {
+            raw_bytes = raw_bytes
+                .zip(blob.raw_size())
+                .map(|(total, raw)| total + raw);
+            compressed_bytes += blob.descriptor.size;
+            if users[&blob.descriptor.digest] > 1 {
+                shared_bytes += blob.descriptor.size;
             }
+            sizes.insert(blob.descriptor.digest, blob.descriptor.size);
         }
         per_image_total += compressed_bytes;
         images.push(ListedImage {
@@ -143,7 +149,7 @@ fn list(cache: &Cache, json: bool) -> anyhow::Result<ExitCode> {
             shared_bytes,
         });
     }
-    let stored_bytes = sizes.values().map(|info| info.compressed_size).sum();
+    let stored_bytes = sizes.values().sum();
     let listing = Listing {
         cache_dir: cache.root().display().to_string(),
         images,
@@ -190,7 +196,9 @@ fn print_listing(listing: &Listing, json: bool) -> anyhow::Result<ExitCode> {
             "{:<14} {:>6} {:>10} {:>10} {:>10}  {tags}",
             &image.id.hex()[..12],
             image.layers,
-            bytes(image.raw_bytes),
+            image
+                .raw_bytes
+                .map_or_else(|| "(served)".to_string(), bytes),
             bytes(image.compressed_bytes),
             bytes(image.shared_bytes),
         );

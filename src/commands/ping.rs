@@ -11,7 +11,10 @@ use serde::Serialize;
 use crate::cli::PingArgs;
 use crate::facts::{self, Facts};
 use crate::inventory::connection;
+use crate::inventory::host_vars::HostVars;
 use crate::push::kubespray::DownloadSettings;
+use crate::push::plan::runtime_of;
+use crate::runtime::Runtime;
 use crate::ssh::{Connector, Hop, Host};
 
 use super::write_json;
@@ -24,12 +27,16 @@ pub async fn run(run: &super::Run, args: &PingArgs) -> anyhow::Result<ExitCode> 
     }
     let defaults = run.connection_defaults(&args.connect)?;
     let hosts = connection::targets(&inventory, limit.unwrap_or("all"), &defaults)?;
+    let runtimes = hosts
+        .iter()
+        .map(|host| runtime_of(&HostVars::new(&inventory, host.name())))
+        .collect::<Result<Vec<_>, _>>()?;
     let local_release_dir = DownloadSettings::from_inventory(&inventory)?.local_release_dir;
     let connector = Connector::new(run.connect_options(&args.connect, &defaults)?);
     super::log_hosts(&connector, &hosts);
     let report = ping(
         &connector,
-        hosts,
+        hosts.into_iter().zip(runtimes).collect(),
         &local_release_dir,
         run.forks(&args.connect)?,
     )
@@ -56,6 +63,8 @@ pub struct HostPing {
     pub reachable: bool,
     pub error: Option<String>,
     pub seconds: f64,
+    /// The runtime dropship would push into: the inventory's, else what the facts show.
+    pub runtime: Option<Runtime>,
     pub facts: Option<Facts>,
 }
 
@@ -73,15 +82,16 @@ pub struct PingReport {
     pub bastions: Vec<BastionReport>,
 }
 
-/// Ping `hosts` at most `forks` at once, and each distinct bastion once.
+/// Ping `hosts` (each with the runtime the inventory names, if any) at most `forks` at once,
+/// and each distinct bastion once.
 pub async fn ping(
     connector: &Connector,
-    hosts: Vec<Host>,
+    hosts: Vec<(Host, Option<Runtime>)>,
     local_release_dir: &Path,
     forks: usize,
 ) -> PingReport {
     let mut jumps: Vec<Hop> = Vec::new();
-    for jump in hosts.iter().filter_map(|h| connector.jump_for(h)) {
+    for jump in hosts.iter().filter_map(|(h, _)| connector.jump_for(h)) {
         if !jumps.contains(&jump) {
             jumps.push(jump);
         }
@@ -98,7 +108,7 @@ pub async fn ping(
     let pings = futures::stream::iter(
         hosts
             .iter()
-            .map(|host| ping_one(connector, host, local_release_dir)),
+            .map(|(host, runtime)| ping_one(connector, host, *runtime, local_release_dir)),
     )
     .buffered(forks.max(1))
     .collect::<Vec<_>>();
@@ -106,7 +116,12 @@ pub async fn ping(
     PingReport { hosts, bastions }
 }
 
-async fn ping_one(connector: &Connector, host: &Host, local_release_dir: &Path) -> HostPing {
+async fn ping_one(
+    connector: &Connector,
+    host: &Host,
+    runtime: Option<Runtime>,
+    local_release_dir: &Path,
+) -> HostPing {
     let started = Instant::now();
     let result = async {
         let session = connector.connect(host).await?;
@@ -123,6 +138,7 @@ async fn ping_one(connector: &Connector, host: &Host, local_release_dir: &Path) 
         reachable: result.is_ok(),
         seconds: started.elapsed().as_secs_f64(),
         error: result.as_ref().err().map(|e| e.to_string()),
+        runtime: runtime.or_else(|| result.as_ref().ok().and_then(Runtime::detect)),
         facts: result.ok(),
     }
 }
@@ -144,15 +160,16 @@ impl PingReport {
             let login = format!("{}@{}", host.user, host.address);
             match &host.facts {
                 Some(facts) => out.push_str(&format!(
-                    "{:width$}  ok      {login}  {} {} {}  {}  zstd:{}  free:{}  images:{}  ({:.1}s)\n",
+                    "{:width$}  ok      {login}  {} {} {}  runtime:{} ({})  zstd:{}  free:{}  images:{}  ({:.1}s)\n",
                     host.host,
                     non_empty(&facts.os.id),
                     non_empty(&facts.os.version_id),
                     non_empty(&facts.arch),
+                    host.runtime.map_or("none", Runtime::name),
                     facts.runtime_summary(),
                     if facts.has_tool("zstd") { "yes" } else { "no" },
                     facts.free_space.as_ref().map(|f| HumanBytes(f.bytes).to_string()).unwrap_or_else(|| "?".into()),
-                    facts.images.len(),
+                    host.runtime.map_or(0, |r| r.images_held(facts)),
                     host.seconds,
                 )),
                 None => out.push_str(&format!(
@@ -208,6 +225,7 @@ mod tests {
             reachable: false,
             error: Some("node2: connection refused".into()),
             seconds: 0.1,
+            runtime: None,
             facts: None,
         };
         let report = PingReport {

@@ -38,6 +38,7 @@ pub async fn run(run: &super::Run, args: &PushArgs) -> anyhow::Result<ExitCode> 
         &plan::Context {
             connection: &defaults,
             forks,
+            connect_timeout: run.connect_timeout(&args.connect)?,
         },
     )
     .map_err(|e| UsageError(e.to_string()))?;

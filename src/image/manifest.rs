@@ -82,6 +82,18 @@ pub struct Descriptor {
     pub platform: Option<Platform>,
 }
 
+impl Descriptor {
+    /// The descriptor of `bytes` as content of `media_type`.
+    pub fn of(media_type: &str, bytes: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest: Digest::of(bytes),
+            size: bytes.len() as u64,
+            platform: None,
+        }
+    }
+}
+
 /// An index's (or manifest list's) entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {

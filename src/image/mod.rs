@@ -4,7 +4,7 @@
 //! - open the cache: `Cache::open(&Cache::resolve_dir(flag, settings.cache_dir), level)` with
 //!   `level` from `--zstd-level` or `compression::zstd_level_for_gzip(download_compress)`;
 //! - fill it: `source::fetch(&daemon, &cache, &refs, pull, retry, seed)` with a
-//!   `source::localhost::LocalDaemon` or a `source::remote::RemoteDaemon` (pull what the daemon
+//!   `source::localhost::LocalDaemon` or a `runtime::delegate::RemoteDelegate` (pull what the daemon
 //!   lacks, skip what is cached, one `docker save` streamed into `cache.ingest_async`);
 //!   `--offline`: `source::resolve_offline(&cache, &refs)`;
 //! - push: `cache.archive_plan(&ids, &omit)` (exact sizes, `omit` from `layers_to_omit` and a

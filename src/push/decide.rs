@@ -1,45 +1,72 @@
-//! Per node: which images to send and which of their layers to leave out. Pure logic.
+//! Per node: which images to send and which of their layers to leave out. Pure logic; what
+//! counts as present and which layers a node can do without is its runtime's answer
+//! ([`Holdings`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use crate::facts::Facts;
-use crate::image::{DiffId, Digest, ImageId, ImageRecord, ImageRef, layers_to_omit};
+use crate::image::platform::Platform;
+use crate::image::{Cache, CacheError, DiffId, Digest, ImageRecord, ImageRef, LayerBlob};
+use crate::runtime::Holdings;
 
 /// An image the push wants on every node: what the user asked for, and what the cache holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WantedImage {
     pub reference: ImageRef,
     pub record: ImageRecord,
+    /// The digest of the blob each layer is sent as, base first (what a containerd node's
+    /// content store is compared with); empty when not known.
+    pub blobs: Vec<Digest>,
+    /// The registry's manifest (or index) digest, when the cache holds that manifest: runtimes
+    /// that keep digests end with `repo@digest` too.
+    pub registry_digest: Option<Digest>,
+    /// What the image was built for, when its record says.
+    pub platform: Option<Platform>,
 }
 
-/// What a node already holds, from its facts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeImages {
-    /// Image ID → the tags it carries there.
-    pub tags_by_id: HashMap<ImageId, Vec<String>>,
-    /// Each image's layer diff IDs, base first: the layer chains present.
-    pub chains: Vec<Vec<DiffId>>,
-}
-
-impl NodeImages {
-    /// Entries the node reports in a form we cannot read are ignored: at worst a layer is sent
-    /// that was not needed.
-    pub fn from_facts(facts: &Facts) -> Self {
-        let mut node = NodeImages::default();
-        for image in &facts.images {
-            let Ok(id) = Digest::parse(&image.id) else {
-                continue;
-            };
-            node.tags_by_id.insert(id, image.repo_tags.clone());
-            if let Ok(chain) = image.layers.iter().map(|l| Digest::parse(l)).collect() {
-                node.chains.push(chain);
-            }
-        }
-        node
+impl WantedImage {
+    /// `reference` as the cache holds it in `record`: with the blob each layer is sent as, and
+    /// the registry digest an OCI archive names it by.
+    pub fn from_cache(
+        cache: &Cache,
+        reference: &ImageRef,
+        record: ImageRecord,
+    ) -> Result<WantedImage, CacheError> {
+        let blobs = cache.layer_blobs(&record)?;
+        Ok(WantedImage {
+            reference: reference.clone(),
+            registry_digest: registry_digest(&record, &blobs, reference),
+            blobs: blobs.iter().map(|blob| blob.descriptor.digest).collect(),
+            platform: record.platform.clone(),
+            record,
+        })
     }
 }
 
-/// Whether the node accepts an archive with layers left out (Docker's classic image store).
+/// The digest an OCI archive names the image by as `reference`'s `repo@digest`: the top of what
+/// the registry served (its index, else its manifest), when every layer is sent as served and
+/// the image was pulled under that repository (the cache's rule for naming, `index_entries`).
+fn registry_digest(
+    record: &ImageRecord,
+    blobs: &[LayerBlob],
+    reference: &ImageRef,
+) -> Option<Digest> {
+    record.manifest.as_ref()?;
+    if !blobs.iter().all(LayerBlob::is_served) {
+        return None;
+    }
+    let top = record.index.as_ref().or(record.manifest.as_ref())?.digest;
+    let top_text = top.to_string();
+    record
+        .repo_digests
+        .iter()
+        .filter_map(|name| ImageRef::parse(name).ok())
+        .any(|name| {
+            name.repository() == reference.repository() && name.digest() == Some(top_text.as_str())
+        })
+        .then_some(top)
+}
+
+/// Whether archives may leave out layers the node holds (off with `--no-delta`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delta {
     Allowed,
@@ -57,9 +84,9 @@ pub enum Decision {
     },
 }
 
-pub fn decide(wanted: &[WantedImage], node: &NodeImages, delta: Delta) -> Decision {
+pub fn decide(wanted: &[WantedImage], node: &dyn Holdings, delta: Delta) -> Decision {
     let missing: Vec<usize> = (0..wanted.len())
-        .filter(|&i| !is_present(&wanted[i], node))
+        .filter(|&i| !node.has(&wanted[i]))
         .collect();
     if missing.is_empty() {
         return Decision::UpToDate;
@@ -67,9 +94,8 @@ pub fn decide(wanted: &[WantedImage], node: &NodeImages, delta: Delta) -> Decisi
     let omit = match delta {
         Delta::Off => HashSet::new(),
         Delta::Allowed => {
-            let records: Vec<ImageRecord> =
-                missing.iter().map(|&i| wanted[i].record.clone()).collect();
-            layers_to_omit(&records, &node.chains)
+            let sending: Vec<&WantedImage> = missing.iter().map(|&i| &wanted[i]).collect();
+            node.held_layers(&sending)
         }
     };
     Decision::Send {
@@ -78,24 +104,18 @@ pub fn decide(wanted: &[WantedImage], node: &NodeImages, delta: Delta) -> Decisi
     }
 }
 
-/// Present means the same image ID *and*, for a tagged reference, that tag: an image that is
-/// there under another name still needs its tag, which a (with delta, nearly empty) load gives.
-pub fn is_present(image: &WantedImage, node: &NodeImages) -> bool {
-    let Some(tags) = node.tags_by_id.get(&image.record.id) else {
-        return false;
-    };
-    image.reference.repo_tag().is_none() || tags.iter().any(|t| image.reference.matches(t))
-}
-
+/// Images for the tests of the decision and of the runtimes.
 #[cfg(test)]
-mod tests {
+pub mod testing {
     use super::*;
 
-    fn digest(name: &str) -> Digest {
+    pub fn digest(name: &str) -> Digest {
         Digest::of(name.as_bytes())
     }
 
-    fn image(name: &str, layers: &[&str]) -> WantedImage {
+    /// `registry.testbed:5000/NAME:v1` with config `config-NAME` and these layers (the blobs
+    /// are named `blob-LAYER`).
+    pub fn image(name: &str, layers: &[&str]) -> WantedImage {
         let tag = format!("registry.testbed:5000/{name}:v1");
         WantedImage {
             reference: ImageRef::parse(&tag).unwrap(),
@@ -108,17 +128,41 @@ mod tests {
                 index: None,
                 platform: None,
             },
+            blobs: layers
+                .iter()
+                .map(|l| digest(&format!("blob-{l}")))
+                .collect(),
+            registry_digest: None,
+            platform: Some(Platform::new("linux", "amd64", None)),
         }
     }
+}
 
-    fn node_with(images: &[&WantedImage]) -> NodeImages {
-        let mut node = NodeImages::default();
-        for image in images {
-            node.tags_by_id
-                .insert(image.record.id, image.record.repo_tags.clone());
-            node.chains.push(image.record.diff_ids.clone());
+#[cfg(test)]
+mod tests {
+    use super::testing::{digest, image};
+    use super::*;
+
+    /// Holds the images named, and leaves out every layer of theirs.
+    struct Fake(Vec<WantedImage>);
+
+    impl Holdings for Fake {
+        fn has(&self, image: &WantedImage) -> bool {
+            self.0.contains(image)
         }
-        node
+
+        fn held_layers(&self, images: &[&WantedImage]) -> HashSet<DiffId> {
+            let held: HashSet<DiffId> = self
+                .0
+                .iter()
+                .flat_map(|i| i.record.diff_ids.clone())
+                .collect();
+            images
+                .iter()
+                .flat_map(|i| i.record.diff_ids.clone())
+                .filter(|d| held.contains(d))
+                .collect()
+        }
     }
 
     fn send(images: Vec<usize>, omit: &[&str]) -> Decision {
@@ -134,24 +178,24 @@ mod tests {
             image("app1", &["base", "a1"]),
             image("app2", &["base", "a2"]),
         ];
-        let decision = decide(&wanted, &NodeImages::default(), Delta::Allowed);
+        let decision = decide(&wanted, &Fake(vec![]), Delta::Allowed);
         assert_eq!(decision, send(vec![0, 1], &[]));
     }
 
     #[test]
     fn a_node_holding_every_image_is_up_to_date() {
         let wanted = vec![image("app1", &["base", "a1"])];
-        let node = node_with(&[&wanted[0]]);
+        let node = Fake(wanted.clone());
         assert_eq!(decide(&wanted, &node, Delta::Allowed), Decision::UpToDate);
     }
 
     #[test]
-    fn only_missing_images_are_sent() {
+    fn only_missing_images_are_sent_without_what_the_runtime_holds() {
         let wanted = vec![
             image("app1", &["base", "a1"]),
             image("app2", &["base", "a2"]),
         ];
-        let node = node_with(&[&wanted[0]]);
+        let node = Fake(vec![wanted[0].clone()]);
         assert_eq!(
             decide(&wanted, &node, Delta::Allowed),
             send(vec![1], &["base"])
@@ -159,62 +203,9 @@ mod tests {
     }
 
     #[test]
-    fn a_node_with_only_the_base_gets_everything_but_the_base() {
-        let base = image("base", &["base"]);
-        let wanted = vec![
-            image("app1", &["base", "a1"]),
-            image("app2", &["base", "a2"]),
-        ];
-        let decision = decide(&wanted, &node_with(&[&base]), Delta::Allowed);
-        assert_eq!(decision, send(vec![0, 1], &["base"]));
-    }
-
-    #[test]
-    fn a_version_bump_sends_only_the_changed_layer() {
-        let old = image("app1", &["base", "lib", "code-v1"]);
-        let mut new = image("app1", &["base", "lib", "code-v2"]);
-        new.record.id = digest("config-app1-v2");
-        let decision = decide(
-            std::slice::from_ref(&new),
-            &node_with(&[&old]),
-            Delta::Allowed,
-        );
-        assert_eq!(decision, send(vec![0], &["base", "lib"]));
-    }
-
-    #[test]
-    fn a_layer_on_a_different_stack_is_not_held() {
-        let there = image("x", &["other", "lib"]);
-        let wanted = vec![image("app1", &["base", "lib"])];
-        let decision = decide(&wanted, &node_with(&[&there]), Delta::Allowed);
-        assert_eq!(decision, send(vec![0], &[]));
-    }
-
-    #[test]
-    fn same_id_under_another_tag_is_sent_for_its_tag_with_every_layer_left_out() {
-        let wanted = vec![image("app1", &["base", "a1"])];
-        let mut node = node_with(&[&wanted[0]]);
-        node.tags_by_id
-            .insert(wanted[0].record.id, vec!["renamed:v1".into()]);
-        let decision = decide(&wanted, &node, Delta::Allowed);
-        assert_eq!(decision, send(vec![0], &["base", "a1"]));
-    }
-
-    #[test]
-    fn a_digest_reference_is_present_by_id_alone() {
-        let mut wanted = image("app1", &["base"]);
-        let digest_ref = format!("registry.testbed:5000/app1@{}", digest("manifest"));
-        wanted.reference = ImageRef::parse(&digest_ref).unwrap();
-        let mut node = node_with(&[&wanted]);
-        node.tags_by_id.insert(wanted.record.id, vec![]);
-        assert!(is_present(&wanted, &node));
-    }
-
-    #[test]
     fn without_delta_nothing_is_left_out() {
-        let base = image("base", &["base"]);
         let wanted = vec![image("app1", &["base", "a1"])];
-        let decision = decide(&wanted, &node_with(&[&base]), Delta::Off);
-        assert_eq!(decision, send(vec![0], &[]));
+        let node = Fake(vec![image("base", &["base"])]);
+        assert_eq!(decide(&wanted, &node, Delta::Off), send(vec![0], &[]));
     }
 }

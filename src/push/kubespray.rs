@@ -102,6 +102,75 @@ impl DownloadSettings {
     }
 }
 
+/// How to reach registries, from the variables Kubespray (and dropship) already use, as the
+/// play's first host sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// `containerd_registries_mirrors`, as written.
+    pub mirrors: Value,
+    /// Plain-HTTP registries: `docker_insecure_registries` (a list of `host:port`) and the
+    /// `http://` ones of `containerd_insecure_registries` (a map of `host:port` to a URL).
+    pub plain_http: Vec<String>,
+    /// `dropship_registry_ca_files`.
+    pub ca_files: Vec<PathBuf>,
+}
+
+impl RegistrySettings {
+    pub fn from_inventory(inventory: &Inventory) -> Result<RegistrySettings, InventoryError> {
+        let Some(host) = play_host(inventory)? else {
+            return Ok(RegistrySettings::default());
+        };
+        let vars = HostVars::new(inventory, &host);
+        let strings = |name: &str, value: Option<Value>| -> Result<Vec<String>, InventoryError> {
+            match value {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(Value::Array(items)) => items
+                    .into_iter()
+                    .map(|item| match item {
+                        Value::String(s) => Ok(s),
+                        other => {
+                            Err(vars.error(name, format!("entries must be strings, got {other}")))
+                        }
+                    })
+                    .collect(),
+                Some(other) => Err(vars.error(name, format!("must be a list, got {other}"))),
+            }
+        };
+        let mut plain_http = strings(
+            "docker_insecure_registries",
+            vars.get("docker_insecure_registries")?,
+        )?;
+        match vars.get("containerd_insecure_registries")? {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => plain_http.extend(
+                map.into_iter()
+                    .filter(|(_, url)| url.as_str().is_some_and(|u| u.starts_with("http://")))
+                    .map(|(host, _)| host),
+            ),
+            Some(other) => {
+                return Err(vars.error(
+                    "containerd_insecure_registries",
+                    format!("must be a map of registry to URL, got {other}"),
+                ));
+            }
+        }
+        let ca_files = strings(
+            "dropship_registry_ca_files",
+            vars.get("dropship_registry_ca_files")?,
+        )?
+        .iter()
+        .map(|path| crate::inventory::host_vars::expand_home(path))
+        .collect();
+        Ok(RegistrySettings {
+            mirrors: vars
+                .get("containerd_registries_mirrors")?
+                .unwrap_or(Value::Null),
+            plain_http,
+            ca_files,
+        })
+    }
+}
+
 /// The `dropship_images` list of the play's first host (empty when unset).
 pub fn images_from_inventory(inventory: &Inventory) -> Result<Vec<String>, InventoryError> {
     let Some(host) = play_host(inventory)? else {
@@ -129,7 +198,7 @@ pub fn images_from_inventory(inventory: &Inventory) -> Result<Vec<String>, Inven
 
 /// The host whose variables Kubespray's download role sees first: the first host of `all`
 /// that is neither the bastion nor `ansible_connection=local`.
-fn play_host(inventory: &Inventory) -> Result<Option<String>, InventoryError> {
+pub(crate) fn play_host(inventory: &Inventory) -> Result<Option<String>, InventoryError> {
     let bastion = connection::bastion_host(inventory);
     for host in inventory.group_hosts("all") {
         if Some(&host) != bastion.as_ref() && !connection::is_local(inventory, &host)? {

@@ -18,6 +18,7 @@ use futures::{FutureExt, StreamExt};
 use crate::image::Cache;
 use crate::shutdown::Signal;
 use crate::ssh::Connector;
+use fetch::Images;
 use node::NodeContext;
 use plan::{Plan, Target};
 use progress::Progress;
@@ -38,26 +39,31 @@ pub async fn run(
     shutdown: impl Future<Output = Signal>,
 ) -> RunReport {
     let shutdown = shutdown.boxed_local().shared();
-    let wanted = fetch::wanted(plan, connector, cache, progress);
+    let images = Images::new(plan, connector, cache, progress);
     let ctx = NodeContext {
         connector,
         cache,
-        wanted: wanted.clone(),
+        images: &images,
         delegate: plan.delegate.host_name(),
+        platform: plan.platform.as_ref(),
         settings: &plan.settings,
         progress,
     };
-    // The download runs even while no node waits for it (a remote delegate's own facts are
-    // read after it), and is not waited for once the run is interrupted.
+    // What needs no node's platform is fetched while the nodes connect; it is not waited for
+    // once the run is interrupted.
     let stopped = shutdown.clone();
-    let download = async {
+    let early = async {
         tokio::select! {
-            result = wanted => result.err(),
-            _ = stopped => None,
+            _ = images.early() => {}
+            _ = stopped => {}
         }
     };
-    let ((hosts, interrupted), download_error) =
-        tokio::join!(push_all(&ctx, &plan.targets, shutdown), download);
+    let ((hosts, interrupted), ()) = tokio::join!(push_all(&ctx, &plan.targets, shutdown), early);
+    // What is still downloading is not waited for once the run is interrupted.
+    let download_error = match interrupted {
+        Some(_) => None,
+        None => images.finish().await,
+    };
     progress.finish();
     RunReport {
         check: plan.settings.check,
@@ -69,7 +75,7 @@ pub async fn run(
 
 /// Every target's report in target order, and the signal that cut the run short, if any.
 async fn push_all(
-    ctx: &NodeContext<'_>,
+    ctx: &NodeContext<'_, '_>,
     targets: &[Target],
     shutdown: impl Future<Output = Signal>,
 ) -> (Vec<HostReport>, Option<Signal>) {
@@ -111,6 +117,7 @@ async fn push_all(
 fn interrupted_report(target: &Target, signal: Signal) -> HostReport {
     HostReport {
         host: target.host.name().to_string(),
+        runtime: target.runtime,
         status: HostStatus::Failed {
             reason: format!("interrupted ({signal}) before it finished"),
         },
@@ -139,6 +146,7 @@ mod tests {
         let context = plan::Context {
             connection: &crate::inventory::connection::Defaults::default(),
             forks: 10,
+            connect_timeout: std::time::Duration::from_secs(10),
         };
         plan::build(&inventory, None, &args, images, &context).unwrap()
     }

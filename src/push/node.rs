@@ -1,6 +1,7 @@
 //! One node, start to finish: connect, gather facts, decide, send, load, verify — retried as
 //! a whole, so a node that comes back half-way through starts clean.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,23 +9,28 @@ use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 
-use super::decide::{Decision, Delta, NodeImages, WantedImage, decide};
-use super::fetch::Wanted;
+use super::decide::{Decision, Delta, WantedImage, decide};
+use super::fetch::Images;
 use super::plan::{PushSettings, Target};
 use super::progress::Progress;
 use super::report::{HostReport, HostStatus, ImageAction, ImageResult};
 use super::transfer::{self, Landing};
 use crate::facts::{self, Facts, FactsError};
-use crate::image::{ArchiveFormat, ArchiveLayout, ArchivePlan, Cache, CacheError, DiffId, ImageId};
+use crate::image::platform::Platform;
+use crate::image::{ArchiveFormat, ArchivePlan, Cache, CacheError, DiffId, ImageId};
 use crate::retry::{self, Jitter, Transient};
+use crate::runtime::{self, Expected, LoadRequest, Runtime, Unready};
 use crate::ssh::{Connector, Session, SshError};
 
-pub struct NodeContext<'a> {
+/// What every node task shares; `'i` is the run's images, which borrow the rest (`'a`).
+pub struct NodeContext<'a, 'i> {
     pub connector: &'a Connector,
     pub cache: &'a Cache,
-    pub wanted: Wanted<'a>,
+    pub images: &'i Images<'a>,
     /// The remote download delegate, whose facts are only worth reading after the download.
     pub delegate: Option<&'a str>,
+    /// `--platform`: one platform for every node.
+    pub platform: Option<&'a Platform>,
     pub settings: &'a PushSettings,
     pub progress: &'a Progress,
 }
@@ -35,27 +41,35 @@ pub enum NodeError {
     Ssh(#[from] SshError),
     #[error(transparent)]
     Facts(#[from] FactsError),
-    #[error("{host}: docker is not installed; dropship loads images with docker")]
-    NoDocker { host: String },
-    #[error("{host}: docker does not answer: {detail}")]
-    DockerDown { host: String, detail: String },
-    #[error("{host}: docker load failed ({status}): {stderr}")]
+    #[error(
+        "{host}: no container runtime found (docker, containerd's ctr, or podman for CRI-O); set container_manager or dropship_runtime"
+    )]
+    NoRuntime { host: String },
+    #[error("{host}: {reason}")]
+    NotInstalled { host: String, reason: String },
+    #[error("{host}: {reason}")]
+    RuntimeDown { host: String, reason: String },
+    #[error("{host}: {loader} failed ({status}): {stderr}")]
     Load {
         host: String,
+        loader: &'static str,
         status: String,
         stderr: String,
     },
-    #[error("{host}: after the load {tag} is {found}, expected {expected}")]
+    #[error("{host}: {source}")]
     Mismatch {
         host: String,
-        tag: String,
-        expected: String,
-        found: String,
+        source: runtime::Mismatch,
     },
     #[error("{host}: {source}")]
     Cache { host: String, source: CacheError },
     #[error("{host}: nothing to push, the download failed: {reason}")]
     Download { host: String, reason: Arc<String> },
+    #[error("{host}: {source}; set its platform with dropship_platform (e.g. linux/arm64)")]
+    Platform {
+        host: String,
+        source: crate::image::platform::PlatformError,
+    },
 }
 
 impl Transient for NodeError {
@@ -64,11 +78,13 @@ impl Transient for NodeError {
             NodeError::Ssh(e) => e.is_transient(),
             NodeError::Facts(FactsError::Ssh(e)) => e.is_transient(),
             // A daemon restarting or a load cut short may well work next time.
-            NodeError::DockerDown { .. } | NodeError::Load { .. } => true,
+            NodeError::RuntimeDown { .. } | NodeError::Load { .. } => true,
             NodeError::Facts(_)
-            | NodeError::NoDocker { .. }
+            | NodeError::NoRuntime { .. }
+            | NodeError::NotInstalled { .. }
             | NodeError::Mismatch { .. }
             | NodeError::Cache { .. }
+            | NodeError::Platform { .. }
             | NodeError::Download { .. } => false,
         }
     }
@@ -124,15 +140,42 @@ pub fn coreos_os(target: &Target, facts: &Facts) -> Option<String> {
     })
 }
 
-/// Which images the node lacks, which of their layers it holds, and the archive format its
-/// tools read.
-pub fn node_plan(facts: &Facts, wanted: &[WantedImage], delta: bool) -> NodePlan {
-    let delta = if delta && accepts_delta(facts) {
-        Delta::Allowed
-    } else {
-        Delta::Off
-    };
-    let (send, omit) = match decide(wanted, &NodeImages::from_facts(facts), delta) {
+/// The platform a node's images are for: `--platform`, else the inventory's word, else its
+/// `uname -m`.
+pub fn node_platform(
+    forced: Option<&Platform>,
+    target: &Target,
+    facts: &Facts,
+) -> Result<Platform, crate::image::platform::PlatformError> {
+    match forced.or(target.platform.as_ref()) {
+        Some(platform) => Ok(platform.clone()),
+        None => Platform::from_uname_machine(&facts.arch),
+    }
+}
+
+/// The node's runtime: the inventory's word, else what its facts show.
+pub fn runtime_for(target: &Target, facts: &Facts) -> Result<Runtime, NodeError> {
+    let runtime = target.runtime.or_else(|| Runtime::detect(facts));
+    let host = || target.host.name().to_string();
+    let runtime = runtime.ok_or_else(|| NodeError::NoRuntime { host: host() })?;
+    runtime.ready(facts).map_err(|unready| match unready {
+        Unready::NotInstalled(reason) => NodeError::NotInstalled {
+            host: host(),
+            reason,
+        },
+        Unready::Down(reason) => NodeError::RuntimeDown {
+            host: host(),
+            reason,
+        },
+    })?;
+    Ok(runtime)
+}
+
+/// Which images the node lacks, which of their layers its runtime holds, and the archive
+/// format it reads.
+pub fn node_plan(facts: &Facts, runtime: Runtime, wanted: &[WantedImage], delta: bool) -> NodePlan {
+    let delta = if delta { Delta::Allowed } else { Delta::Off };
+    let (send, omit) = match decide(wanted, runtime.holdings(facts).as_ref(), delta) {
         Decision::UpToDate => (Vec::new(), HashSet::new()),
         Decision::Send { images, omit } => (images, omit),
     };
@@ -153,15 +196,16 @@ pub fn node_plan(facts: &Facts, wanted: &[WantedImage], delta: bool) -> NodePlan
         images,
         send,
         omit,
-        format: format_for(facts),
+        format: runtime.archive_format(facts),
     }
 }
 
 /// Push to one node, retrying transient failures; never fails: the report says what happened.
-pub async fn push(ctx: &NodeContext<'_>, target: &Target) -> HostReport {
+pub async fn push(ctx: &NodeContext<'_, '_>, target: &Target) -> HostReport {
     let host = target.host.name();
     let started = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
+    let runtime = Cell::new(target.runtime);
     let mut jitter = Jitter::new(ctx.settings.seed, host);
     let on_retry = |attempt: u32, err: &NodeError, delay: std::time::Duration| {
         ctx.progress.step(
@@ -174,12 +218,13 @@ pub async fn push(ctx: &NodeContext<'_>, target: &Target) -> HostReport {
         );
     };
     let retried = retry::retry(ctx.settings.retry, &mut jitter, on_retry, |_| {
-        attempt(ctx, target, &sent)
+        attempt(ctx, target, &sent, &runtime)
     })
     .await;
     let wire_bytes = sent.load(Ordering::Relaxed);
     let report = |outcome: Outcome| HostReport {
         host: host.to_string(),
+        runtime: runtime.get(),
         status: outcome.status,
         images: outcome.images,
         bytes_sent: wire_bytes + outcome.would_send,
@@ -200,135 +245,129 @@ pub async fn push(ctx: &NodeContext<'_>, target: &Target) -> HostReport {
 }
 
 async fn attempt(
-    ctx: &NodeContext<'_>,
+    ctx: &NodeContext<'_, '_>,
     target: &Target,
     sent: &Arc<AtomicU64>,
+    runtime: &Cell<Option<Runtime>>,
 ) -> Result<Outcome, NodeError> {
     let host = target.host.name();
     ctx.progress.step(host, "connecting");
     let session = ctx.connector.connect(&target.host).await?;
-    if ctx.delegate == Some(host) {
+    if ctx.delegate == Some(host)
+        && let Some(download) = ctx.images.once()
+    {
         // It pulls the images itself: read its facts afterwards, or they miss them.
-        let _ = ctx.wanted.clone().await;
+        let _ = download.await;
     }
     let become_ = target.host.become_.as_ref();
     let facts = facts::gather(&session, &ctx.settings.local_release_dir, become_).await?;
-    let outcome = act(ctx, target, &session, &facts, sent).await;
+    let outcome = act(ctx, target, &session, &facts, sent, runtime).await;
     session.close().await;
     outcome
 }
 
 async fn act(
-    ctx: &NodeContext<'_>,
+    ctx: &NodeContext<'_, '_>,
     target: &Target,
     session: &Session,
     facts: &Facts,
     sent: &Arc<AtomicU64>,
+    runtime_seen: &Cell<Option<Runtime>>,
 ) -> Result<Outcome, NodeError> {
     let host = target.host.name();
     if let Some(os) = coreos_os(target, facts) {
         return Ok(Outcome::new(HostStatus::SkippedCoreos { os }, Vec::new()));
     }
-    require_docker(host, facts)?;
-    let wanted = ctx
-        .wanted
-        .clone()
-        .await
-        .map_err(|reason| NodeError::Download {
+    runtime_seen.set(target.runtime.or_else(|| Runtime::detect(facts)));
+    let runtime = runtime_for(target, facts)?;
+    let platform =
+        node_platform(ctx.platform, target, facts).map_err(|source| NodeError::Platform {
             host: host.to_string(),
-            reason,
+            source,
         })?;
+    let wanted =
+        ctx.images
+            .for_platform(&platform)
+            .await
+            .map_err(|reason| NodeError::Download {
+                host: host.to_string(),
+                reason,
+            })?;
     let NodePlan {
         images,
         send: sending,
         omit,
         format,
-    } = node_plan(facts, &wanted, ctx.settings.delta);
+    } = node_plan(facts, runtime, &wanted, ctx.settings.delta);
+    let mut outcome = Outcome::new(HostStatus::UpToDate, images);
     if sending.is_empty() {
-        return Ok(Outcome::new(HostStatus::UpToDate, images));
+        return Ok(outcome);
     }
     let chosen: Vec<&WantedImage> = sending.iter().map(|&i| &wanted[i]).collect();
+    let images_platform = common_platform(&chosen);
+    outcome.notes = runtime.notes(facts, target.pin, images_platform, &platform);
     let ids: Vec<ImageId> = chosen.iter().map(|w| w.record.id).collect();
     let cache_error = |source| NodeError::Cache {
         host: host.to_string(),
         source,
     };
+    let layout = runtime.archive_layout();
     let plan = ctx
         .cache
-        .archive_plan(&ids, &omit, DOCKER_LAYOUT, format)
+        .archive_plan(&ids, &omit, layout, format)
         .map_err(cache_error)?;
-    let mut outcome = Outcome {
-        bytes_saved: plan.saved_bytes,
-        ..Outcome::new(HostStatus::Loaded, images)
-    };
+    outcome.status = HostStatus::Loaded;
+    outcome.bytes_saved = plan.saved_bytes;
     if ctx.settings.check {
         outcome.would_send = plan.wire_bytes().unwrap_or(plan.raw_bytes);
         return Ok(outcome);
     }
+    let expected = Expected::from_plan(&plan);
+    let node = Node {
+        target,
+        session,
+        facts,
+        runtime,
+        expected: &expected,
+        platform: images_platform,
+        node_platform: &platform,
+    };
     let delta_used = !plan.omitted.is_empty();
-    match send(ctx, target, session, &chosen, plan, sent).await {
-        Err(NodeError::Load { stderr, .. }) if delta_used => {
+    match send(ctx, &node, plan, sent).await {
+        Err(NodeError::Load { stderr, .. })
+            if delta_used && runtime.lacked_left_out_layers(&stderr) =>
+        {
             // The node did not take an archive with layers left out (its store is not what
-            // its facts said): the same attempt sends everything instead.
+            // its facts said): what the failed load left is removed, and the same attempt
+            // sends everything instead.
+            if let Some(cleanup) =
+                runtime.cleanup_command(facts, &expected, target.host.become_.as_ref())
+            {
+                session.exec(&cleanup).run().await?;
+            }
             outcome.notes.push(format!(
                 "the load without the layers it had failed ({stderr}); sent the full archive"
             ));
             outcome.bytes_saved = 0;
             let full = ctx
                 .cache
-                .archive_plan(&ids, &HashSet::new(), DOCKER_LAYOUT, format)
+                .archive_plan(&ids, &HashSet::new(), layout, format)
                 .map_err(cache_error)?;
-            send(ctx, target, session, &chosen, full, sent).await?;
+            send(ctx, &node, full, sent).await?;
         }
         other => other?,
     }
     Ok(outcome)
 }
 
-fn require_docker(host: &str, facts: &Facts) -> Result<(), NodeError> {
-    if facts.docker_answers() {
-        return Ok(());
-    }
-    if !facts.has_tool("docker") {
-        return Err(NodeError::NoDocker {
-            host: host.to_string(),
-        });
-    }
-    let detail = facts
-        .runtimes
+/// The platform all of `images` are for, when they agree.
+fn common_platform<'a>(images: &[&'a WantedImage]) -> Option<&'a Platform> {
+    let first = images.first()?.platform.as_ref()?;
+    images
         .iter()
-        .find(|r| r.name == "docker")
-        .map_or_else(|| "no answer".to_string(), |r| r.detail.clone());
-    Err(NodeError::DockerDown {
-        host: host.to_string(),
-        detail,
-    })
+        .all(|image| image.platform.as_ref() == Some(first))
+        .then_some(first)
 }
-
-/// Docker's classic image store skips the file of a layer whose chain it has; the containerd
-/// image store is not known to, so it always gets whole images.
-fn accepts_delta(facts: &Facts) -> bool {
-    facts
-        .docker
-        .as_ref()
-        .is_some_and(|docker| !docker.containerd_image_store)
-}
-
-/// zstd where the node has it (layers go out exactly as cached), else gzip, else plain tar.
-fn format_for(facts: &Facts) -> ArchiveFormat {
-    if facts.has_tool("zstd") {
-        ArchiveFormat::Zstd
-    } else if facts.has_tool("gzip") {
-        ArchiveFormat::Gzip
-    } else {
-        ArchiveFormat::Tar
-    }
-}
-
-/// Docker 20.10's `docker load` reads gzip and plain layer files, not zstd ones.
-const DOCKER_LAYOUT: ArchiveLayout = ArchiveLayout::Docker {
-    zstd_members: false,
-};
 
 /// The name a kept archive gets on the node: the same content gets the same name.
 fn archive_name(plan: &ArchivePlan) -> String {
@@ -344,42 +383,50 @@ fn archive_name(plan: &ArchivePlan) -> String {
     )
 }
 
+/// One node as a transfer sees it.
+struct Node<'a> {
+    target: &'a Target,
+    session: &'a Session,
+    facts: &'a Facts,
+    runtime: Runtime,
+    expected: &'a [Expected],
+    /// The platform of the images sent, when they share one.
+    platform: Option<&'a Platform>,
+    node_platform: &'a Platform,
+}
+
 async fn send(
-    ctx: &NodeContext<'_>,
-    target: &Target,
-    session: &Session,
-    images: &[&WantedImage],
+    ctx: &NodeContext<'_, '_>,
+    node: &Node<'_>,
     plan: ArchivePlan,
     sent: &Arc<AtomicU64>,
 ) -> Result<(), NodeError> {
-    let host = target.host.name();
-    // A digest reference carries no tag: its image ID is what gets checked.
-    let names: Vec<String> = images
-        .iter()
-        .map(|w| {
-            w.reference
-                .repo_tag()
-                .unwrap_or_else(|| w.record.id.to_string())
-        })
-        .collect();
+    let host = node.target.host.name();
     let landing = if ctx.settings.keep_remote_cache {
         Landing::keep(&ctx.settings.local_release_dir, archive_name(&plan))
     } else {
         Landing::Stream
     };
     let size = plan.wire_bytes();
-    let command = transfer::load_command(
-        plan.format,
-        &landing,
-        size,
-        &names,
-        target.host.become_.as_ref(),
+    let command = node.runtime.load_command(
+        node.facts,
+        &LoadRequest {
+            format: plan.format,
+            landing: &landing,
+            size,
+            expected: node.expected,
+            pin: node.target.pin,
+            platform: node.platform,
+            node: node.node_platform,
+            become_: node.target.host.become_.as_ref(),
+        },
     );
     let _bar = ctx
         .progress
         .transfer(host, size.unwrap_or(plan.raw_bytes), sent.clone());
     let reader = ctx.cache.archive_reader(plan);
-    let output = session
+    let output = node
+        .session
         .exec(&command)
         .stdin(reader)
         .count_sent(sent.clone())
@@ -388,45 +435,40 @@ async fn send(
     if !output.success() {
         return Err(NodeError::Load {
             host: host.to_string(),
+            loader: node.runtime.loader(),
             status: output.status.to_string(),
             stderr: output.stderr_text(),
         });
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let found = transfer::loaded_ids(&stdout).unwrap_or_default();
-    for (i, (name, image)) in names.iter().zip(images).enumerate() {
-        let expected = image.record.id.to_string();
-        let got = found.get(i).map_or("missing", String::as_str);
-        if got != expected {
-            return Err(NodeError::Mismatch {
-                host: host.to_string(),
-                tag: name.clone(),
-                expected,
-                found: got.to_string(),
-            });
-        }
-    }
-    Ok(())
+    node.runtime
+        .check_loaded(node.facts, &stdout, node.expected)
+        .map_err(|source| NodeError::Mismatch {
+            host: host.to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::DockerInfo;
+    use crate::push::decide::testing::image;
+    use crate::runtime::DockerFacts;
 
-    fn facts(tools: &[&str], containerd_image_store: bool) -> Facts {
+    fn docker_facts(tools: &[&str], containerd_image_store: bool) -> Facts {
         Facts {
             tools: tools.iter().map(|t| t.to_string()).collect(),
-            docker: Some(DockerInfo {
+            docker: Some(DockerFacts {
                 server_version: "20.10.24".into(),
                 storage_driver: "overlay2".into(),
                 containerd_image_store,
+                images: Vec::new(),
             }),
             ..Facts::default()
         }
     }
 
-    fn target(coreos: Option<bool>) -> Target {
+    fn target(coreos: Option<bool>, runtime: Option<Runtime>) -> Target {
         let hop = crate::ssh::Hop::to("198.18.1.11", 22, None);
         Target {
             host: crate::ssh::Host {
@@ -435,33 +477,17 @@ mod tests {
                 become_: None,
             },
             coreos,
+            runtime,
+            pin: false,
+            platform: None,
         }
     }
 
-    fn wanted(name: &str, layers: &[&str]) -> WantedImage {
-        let tag = format!("registry.testbed:5000/{name}:v1");
-        WantedImage {
-            reference: crate::image::ImageRef::parse(&tag).unwrap(),
-            record: crate::image::ImageRecord {
-                id: crate::image::Digest::of(name.as_bytes()),
-                repo_tags: vec![tag],
-                repo_digests: vec![],
-                diff_ids: layers
-                    .iter()
-                    .map(|l| crate::image::Digest::of(l.as_bytes()))
-                    .collect(),
-                manifest: None,
-                index: None,
-                platform: None,
-            },
-        }
-    }
-
-    /// A node's facts listing `images` as its daemon reports them.
+    /// A Docker node's facts listing `images` as its daemon reports them.
     fn holding(mut facts: Facts, images: &[&WantedImage]) -> Facts {
-        facts.images = images
+        facts.docker.as_mut().unwrap().images = images
             .iter()
-            .map(|w| crate::facts::NodeImage {
+            .map(|w| crate::runtime::docker::DockerImage {
                 id: w.record.id.to_string(),
                 repo_tags: w.record.repo_tags.clone(),
                 repo_digests: vec![],
@@ -472,72 +498,107 @@ mod tests {
     }
 
     #[test]
+    fn the_platform_is_the_flags_else_the_inventorys_else_uname() {
+        let mut facts = docker_facts(&[], false);
+        facts.arch = "aarch64".into();
+        let arm64 = Platform::parse("linux/arm64/v8").unwrap();
+        assert_eq!(
+            node_platform(None, &target(None, None), &facts).unwrap(),
+            arm64
+        );
+        let amd64 = Platform::parse("linux/amd64").unwrap();
+        let mut declared = target(None, None);
+        declared.platform = Some(Platform::parse("linux/arm/v7").unwrap());
+        assert_eq!(
+            node_platform(None, &declared, &facts).unwrap().to_string(),
+            "linux/arm/v7"
+        );
+        assert_eq!(
+            node_platform(Some(&amd64), &declared, &facts).unwrap(),
+            amd64
+        );
+        facts.arch = "mystery".into();
+        assert!(node_platform(None, &target(None, None), &facts).is_err());
+    }
+
+    #[test]
     fn coreos_is_the_inventorys_word_else_the_os_release() {
-        let mut flatcar = facts(&[], false);
+        let mut flatcar = docker_facts(&[], false);
         flatcar.os.id = "flatcar".into();
         flatcar.os.name = "Flatcar Container Linux".into();
         assert_eq!(
-            coreos_os(&target(None), &flatcar).as_deref(),
+            coreos_os(&target(None, None), &flatcar).as_deref(),
             Some("Flatcar Container Linux")
         );
-        assert_eq!(coreos_os(&target(Some(false)), &flatcar), None);
+        assert_eq!(coreos_os(&target(Some(false), None), &flatcar), None);
         assert_eq!(
-            coreos_os(&target(Some(true)), &facts(&[], false)).as_deref(),
+            coreos_os(&target(Some(true), None), &docker_facts(&[], false)).as_deref(),
             Some("CoreOS-like (inventory)")
         );
-        assert_eq!(coreos_os(&target(None), &facts(&[], false)), None);
+        assert_eq!(
+            coreos_os(&target(None, None), &docker_facts(&[], false)),
+            None
+        );
     }
 
     #[test]
     fn the_node_plan_sends_what_is_missing_without_the_layers_held() {
-        let app1 = wanted("app1", &["base", "a1"]);
-        let app2 = wanted("app2", &["base", "a2"]);
+        let app1 = image("app1", &["base", "a1"]);
+        let app2 = image("app2", &["base", "a2"]);
         let all = [app1.clone(), app2.clone()];
-        let plan = node_plan(&holding(facts(&["zstd"], false), &[&app1]), &all, true);
+        let node = holding(docker_facts(&["zstd"], false), &[&app1]);
+        let plan = node_plan(&node, Runtime::Docker, &all, true);
         assert_eq!(plan.send, [1]);
         assert_eq!(plan.omit, HashSet::from([app1.record.diff_ids[0]]));
         assert_eq!(plan.format, ArchiveFormat::Zstd);
         let actions: Vec<ImageAction> = plan.images.iter().map(|i| i.action).collect();
         assert_eq!(actions, [ImageAction::Present, ImageAction::Loaded]);
 
-        let both = holding(facts(&["gzip"], false), &[&app1, &app2]);
-        let plan = node_plan(&both, &all, true);
+        let both = holding(docker_facts(&["gzip"], false), &[&app1, &app2]);
+        let plan = node_plan(&both, Runtime::Docker, &all, true);
         assert!(plan.send.is_empty() && plan.omit.is_empty());
 
         // --no-delta, or a store that does not skip held layers: whole images.
-        let plan = node_plan(&holding(facts(&[], false), &[&app1]), &all, false);
+        let node = holding(docker_facts(&[], false), &[&app1]);
+        let plan = node_plan(&node, Runtime::Docker, &all, false);
         assert!(plan.omit.is_empty() && plan.format == ArchiveFormat::Tar);
-        let plan = node_plan(&holding(facts(&[], true), &[&app1]), &all, true);
-        assert!(plan.omit.is_empty());
-    }
-
-    #[test]
-    fn layers_are_left_out_only_for_dockers_classic_store() {
-        assert!(accepts_delta(&facts(&["docker"], false)));
-        assert!(!accepts_delta(&facts(&["docker"], true)));
-        assert!(!accepts_delta(&Facts::default()));
-    }
-
-    #[test]
-    fn the_archive_format_follows_the_nodes_decompressors() {
-        assert_eq!(
-            format_for(&facts(&["zstd", "gzip"], false)),
-            ArchiveFormat::Zstd
+        let node = holding(docker_facts(&[], true), &[&app1]);
+        assert!(
+            node_plan(&node, Runtime::Docker, &all, true)
+                .omit
+                .is_empty()
         );
-        assert_eq!(format_for(&facts(&["gzip"], false)), ArchiveFormat::Gzip);
-        assert_eq!(format_for(&facts(&[], false)), ArchiveFormat::Tar);
+        // The same facts read as another runtime's: nothing of Docker's counts there.
+        let node = holding(docker_facts(&["zstd"], false), &[&app1]);
+        let plan = node_plan(&node, Runtime::Crio, &all, true);
+        assert_eq!(plan.send, [0, 1]);
+        assert_eq!(plan.format, ArchiveFormat::Tar);
     }
 
     #[test]
-    fn a_node_without_docker_is_a_permanent_failure_and_a_silent_daemon_a_transient_one() {
-        let mut missing = facts(&[], false);
-        missing.docker = None;
-        let err = require_docker("node1", &missing).unwrap_err();
-        assert!(matches!(err, NodeError::NoDocker { .. }) && !err.is_transient());
-        let mut silent = facts(&["docker"], false);
+    fn the_inventorys_runtime_wins_and_a_missing_one_is_permanent_a_silent_one_transient() {
+        let docker = docker_facts(&["docker"], false);
+        assert_eq!(
+            runtime_for(&target(None, None), &docker).unwrap(),
+            Runtime::Docker
+        );
+        let err = runtime_for(&target(None, Some(Runtime::Containerd)), &docker).unwrap_err();
+        assert!(
+            matches!(err, NodeError::NotInstalled { .. }) && !err.is_transient(),
+            "{err}"
+        );
+        let mut silent = docker_facts(&["docker"], false);
         silent.docker = None;
-        let err = require_docker("node1", &silent).unwrap_err();
-        assert!(matches!(err, NodeError::DockerDown { .. }) && err.is_transient());
-        assert!(require_docker("node1", &facts(&["docker"], false)).is_ok());
+        let err = runtime_for(&target(None, None), &silent).unwrap_err();
+        assert!(
+            matches!(err, NodeError::RuntimeDown { .. }) && err.is_transient(),
+            "{err}"
+        );
+        let err = runtime_for(&target(None, None), &Facts::default()).unwrap_err();
+        assert!(
+            matches!(err, NodeError::NoRuntime { .. }) && !err.is_transient(),
+            "{err}"
+        );
+        assert!(err.to_string().contains("container_manager"), "{err}");
     }
 }

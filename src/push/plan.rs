@@ -6,20 +6,24 @@
 
 use std::path::PathBuf;
 
-use super::kubespray::{DownloadSettings, images_from_inventory};
-use crate::cli::PushArgs;
+use super::kubespray::{DownloadSettings, RegistrySettings, images_from_inventory};
+use crate::cli::{PushArgs, SourceArg};
 use crate::image::compression::zstd_level_for_gzip;
+use crate::image::platform::{Platform, PlatformError};
 use crate::image::source::PullPolicy;
 use crate::image::{Cache, ImageRef, RefError};
 use crate::inventory::host_vars::HostVars;
 use crate::inventory::{Inventory, InventoryError, connection};
+use crate::registry::{ConfigError, Mirrors, MirrorsError, Registry, RegistryConfig};
 use crate::retry::RetryPolicy;
+use crate::runtime::Runtime;
 use crate::ssh::Host;
 
 /// Where images are pulled and saved once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delegate {
-    /// The docker daemon of the machine running dropship (`download_localhost`).
+    /// The machine running dropship (`download_localhost`): the registries in-process, or its
+    /// Docker daemon (see [`LocalSource`]).
     Localhost,
     /// An inventory host, reached over SSH like any node (Kubespray's `download_delegate`).
     Host(Box<Host>),
@@ -35,12 +39,20 @@ impl Delegate {
     }
 }
 
-/// A push target: how to reach it, and whether the inventory says it is CoreOS-like
-/// (`dropship_coreos`; `None` lets the node's os-release decide).
+/// A push target: how to reach it, and what the inventory says about it.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub host: Host,
+    /// `dropship_coreos`; `None` lets the node's os-release decide.
     pub coreos: Option<bool>,
+    /// `dropship_runtime`, else Kubespray's `container_manager`; `None` lets the facts decide.
+    pub runtime: Option<Runtime>,
+    /// `dropship_pin_images`: label loaded images pinned (containerd), so that kubelet's image
+    /// GC keeps them.
+    pub pin: bool,
+    /// The platform the inventory says the host runs (`dropship_platform`, `image_arch`);
+    /// `None` lets its `uname -m` decide.
+    pub platform: Option<Platform>,
 }
 
 /// What every node task shares.
@@ -58,16 +70,30 @@ pub struct PushSettings {
     pub check: bool,
 }
 
+/// How the localhost delegate gets images.
+#[derive(Clone)]
+pub enum LocalSource {
+    /// From their registries, in-process, streamed to the nodes while they download;
+    /// `fallback`: what no registry has is taken from the Docker daemon next to dropship.
+    Registry { registry: Registry, fallback: bool },
+    /// From the Docker daemon next to dropship, for images that exist only there.
+    Daemon,
+}
+
 pub struct Plan {
     pub targets: Vec<Target>,
     pub delegate: Delegate,
+    /// The remote delegate's runtime, as the inventory names it (`None`: its facts decide).
+    pub delegate_runtime: Option<Runtime>,
+    /// With [`Delegate::Localhost`]: where images come from.
+    pub local_source: LocalSource,
     pub images: Vec<ImageRef>,
     pub settings: PushSettings,
     pub pull: PullPolicy,
     /// `--offline`: the cache alone, contacting no delegate or registry.
     pub offline: bool,
-    /// `--platform`: pull this platform on the delegate.
-    pub platform: Option<String>,
+    /// `--platform`: this platform for every node, instead of each node's own.
+    pub platform: Option<Platform>,
     pub cache_dir: PathBuf,
     pub zstd_level: i32,
 }
@@ -88,12 +114,28 @@ pub enum PlanError {
     NoTargets { pattern: String },
     #[error("--delegate {name}: not an inventory host; use `localhost` or a host of the inventory")]
     UnknownDelegate { name: String },
+    #[error("--platform: {0}")]
+    Platform(PlatformError),
+    #[error("host '{host}': {name}: {source}")]
+    HostPlatform {
+        host: String,
+        name: &'static str,
+        source: PlatformError,
+    },
+    #[error(transparent)]
+    Mirrors(#[from] MirrorsError),
+    #[error(transparent)]
+    Registry(#[from] ConfigError),
+    #[error("dropship_image_source must be `auto`, `registry` or `docker`, got {0:?}")]
+    Source(String),
 }
 
 /// What the edge resolved from ansible.cfg and the ssh config, with the flags over them.
 pub struct Context<'a> {
     pub connection: &'a connection::Defaults,
     pub forks: usize,
+    /// `-T`, else ansible.cfg's `timeout`, else 10 s: also the registry's connect timeout.
+    pub connect_timeout: std::time::Duration,
 }
 
 /// `requested` are the images from `--image` and `--images-file`; without any, the
@@ -110,8 +152,14 @@ pub fn build(
     let targets = connection::targets(inventory, pattern, context.connection)?
         .into_iter()
         .map(|host| {
-            let coreos = HostVars::new(inventory, host.name()).bool("dropship_coreos")?;
-            Ok(Target { host, coreos })
+            let vars = HostVars::new(inventory, host.name());
+            Ok(Target {
+                coreos: vars.bool("dropship_coreos")?,
+                runtime: runtime_of(&vars)?,
+                pin: vars.bool("dropship_pin_images")?.unwrap_or(false),
+                platform: target_platform(&vars)?,
+                host,
+            })
         })
         .collect::<Result<Vec<_>, PlanError>>()?;
     if targets.is_empty() {
@@ -136,9 +184,22 @@ pub fn build(
     if images.is_empty() {
         return Err(PlanError::NoImages);
     }
+    let platform = args
+        .platform
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()
+        .map_err(PlanError::Platform)?;
+    let delegate = delegate(inventory, args.delegate.as_deref(), &download, context)?;
+    let delegate_runtime = match delegate.host_name() {
+        Some(name) => runtime_of(&HostVars::new(inventory, name))?,
+        None => None,
+    };
     Ok(Plan {
         targets,
-        delegate: delegate(inventory, args.delegate.as_deref(), &download, context)?,
+        delegate,
+        delegate_runtime,
+        local_source: local_source(inventory, args, context.connect_timeout)?,
         images,
         settings: PushSettings {
             retry: RetryPolicy::new(
@@ -158,7 +219,7 @@ pub fn build(
             PullPolicy::IfMissing
         },
         offline: args.offline,
-        platform: args.platform.clone(),
+        platform,
         cache_dir: Cache::resolve_dir(
             args.cache.cache_dir.as_deref(),
             download.cache_dir.as_deref(),
@@ -166,6 +227,90 @@ pub fn build(
         zstd_level: args
             .zstd_level
             .unwrap_or_else(|| zstd_level_for_gzip(download.compress)),
+    })
+}
+
+/// The runtime the inventory names for a host: `dropship_runtime` wins over Kubespray's
+/// `container_manager`; a value that is neither `docker`, `containerd` nor `crio` is an error.
+pub fn runtime_of(vars: &HostVars<'_>) -> Result<Option<Runtime>, InventoryError> {
+    let Some((name, value)) = vars.first(&["dropship_runtime", "container_manager"])? else {
+        return Ok(None);
+    };
+    match value.as_str().map(Runtime::from_name) {
+        Some(Some(runtime)) => Ok(Some(runtime)),
+        _ => Err(vars.error(
+            name,
+            format!("must be docker, containerd or crio, got {value}"),
+        )),
+    }
+}
+
+/// A target's own platform, when the inventory sets it: `dropship_platform` (`os/arch[/variant]`),
+/// else Kubespray's `image_arch` (an architecture, Linux implied).
+fn target_platform(vars: &HostVars) -> Result<Option<Platform>, PlanError> {
+    let error = |name, source| PlanError::HostPlatform {
+        host: vars.host().to_string(),
+        name,
+        source,
+    };
+    if let Some(text) = vars.string(&["dropship_platform"])? {
+        return Platform::parse(&text)
+            .map(Some)
+            .map_err(|e| error("dropship_platform", e));
+    }
+    match vars.string(&["image_arch"])? {
+        Some(arch) => Platform::parse(&format!("linux/{arch}"))
+            .map(Some)
+            .map_err(|e| error("image_arch", e)),
+        None => Ok(None),
+    }
+}
+
+/// `--source`, else `dropship_image_source`, else `auto`; and how to reach the registries.
+fn local_source(
+    inventory: &Inventory,
+    args: &PushArgs,
+    connect_timeout: std::time::Duration,
+) -> Result<LocalSource, PlanError> {
+    let chosen = match args.source {
+        Some(source) => source,
+        None => match images_source_var(inventory)?.as_deref() {
+            None | Some("auto") => SourceArg::Auto,
+            Some("registry") => SourceArg::Registry,
+            Some("docker") => SourceArg::Docker,
+            Some(other) => return Err(PlanError::Source(other.to_string())),
+        },
+    };
+    if chosen == SourceArg::Docker {
+        return Ok(LocalSource::Daemon);
+    }
+    let settings = RegistrySettings::from_inventory(inventory)?;
+    let defaults = RegistryConfig::default();
+    let config = RegistryConfig {
+        plain_http: settings
+            .plain_http
+            .into_iter()
+            .chain(args.insecure_registries.iter().cloned())
+            .collect(),
+        ca_files: settings
+            .ca_files
+            .into_iter()
+            .chain(args.registry_cas.iter().cloned())
+            .collect(),
+        mirrors: Mirrors::from_kubespray(&settings.mirrors)?,
+        connect_timeout,
+        ..defaults
+    };
+    Ok(LocalSource::Registry {
+        registry: Registry::new(config)?,
+        fallback: chosen == SourceArg::Auto,
+    })
+}
+
+fn images_source_var(inventory: &Inventory) -> Result<Option<String>, PlanError> {
+    Ok(match super::kubespray::play_host(inventory)? {
+        Some(host) => HostVars::new(inventory, &host).string(&["dropship_image_source"])?,
+        None => None,
     })
 }
 
@@ -213,6 +358,7 @@ mod tests {
         let context = Context {
             connection: &connection::Defaults::default(),
             forks: args.connect.forks.unwrap_or(10),
+            connect_timeout: std::time::Duration::from_secs(10),
         };
         super::build(inventory, limit, args, requested, &context)
     }
@@ -221,7 +367,7 @@ mod tests {
     fn args(extra: &[&str]) -> PushArgs {
         let cli = crate::cli::Cli::parse_from(["dropship", "push"].iter().chain(extra));
         match cli.command {
-            crate::cli::Command::Push(args) => args,
+            crate::cli::Command::Push(args) => *args,
             _ => unreachable!(),
         }
     }
@@ -270,6 +416,36 @@ download_keep_remote_cache=yes
     }
 
     #[test]
+    fn the_runtime_is_dropship_runtime_else_container_manager_else_left_to_the_facts() {
+        let (_dir, inv) = inventory(&format!(
+            "{CLUSTER}container_manager=containerd\n\n[pinned]\nnode2 dropship_runtime=crio dropship_pin_images=yes\nnode3 container_manager=docker\n"
+        ));
+        let plan = build(&inv, None, &args(&[]), refs(&["app:v1"])).unwrap();
+        let of = |name: &str| {
+            let target = plan.targets.iter().find(|t| t.host.name() == name).unwrap();
+            (target.runtime, target.pin)
+        };
+        assert_eq!(of("cp1"), (Some(Runtime::Containerd), false));
+        assert_eq!(of("node1"), (Some(Runtime::Containerd), false));
+        assert_eq!(of("node2"), (Some(Runtime::Crio), true));
+        assert_eq!(of("node3"), (Some(Runtime::Docker), false));
+
+        let (_dir, inv) = inventory(CLUSTER);
+        let plan = build(&inv, None, &args(&[]), refs(&["app:v1"])).unwrap();
+        assert!(plan.targets.iter().all(|t| t.runtime.is_none() && !t.pin));
+
+        let (_dir, inv) = inventory(&format!("{CLUSTER}container_manager=rkt\n"));
+        let err = build(&inv, None, &args(&[]), refs(&["app:v1"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("container_manager") && err.contains("docker, containerd or crio"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn kubespray_variables_set_the_defaults_and_flags_override_them() {
         let (_dir, inv) = inventory(CLUSTER);
         let plan = build(&inv, None, &args(&[]), refs(&["app:v1"])).unwrap();
@@ -293,7 +469,9 @@ download_keep_remote_cache=yes
         let flags = args(&["--offline", "--platform", "linux/arm64"]);
         let plan = build(&inv, None, &flags, refs(&["app:v1"])).unwrap();
         assert!(plan.offline);
-        assert_eq!(plan.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(plan.platform, Some(Platform::parse("linux/arm64").unwrap()));
+        let err = build(&inv, None, &args(&["--platform", "arm64"]), refs(&["a"]));
+        assert!(matches!(err, Err(PlanError::Platform(_))));
     }
 
     #[test]

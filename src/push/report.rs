@@ -6,6 +6,7 @@ use std::time::Duration;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
+use crate::runtime::Runtime;
 use crate::shutdown::Signal;
 
 /// How a host ended.
@@ -54,6 +55,8 @@ pub struct ImageResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostReport {
     pub host: String,
+    /// The node's container runtime, once known (the inventory's, or what its facts showed).
+    pub runtime: Option<Runtime>,
     #[serde(flatten)]
     pub status: HostStatus,
     pub images: Vec<ImageResult>,
@@ -158,21 +161,27 @@ fn describe(host: &HostReport, check: bool) -> String {
         )
     };
     let present = host.images.len() - host.loaded_count();
+    let runtime = host.runtime.map_or("-", Runtime::name);
     match &host.status {
         HostStatus::Loaded => {
             let verb = if check { "would load" } else { "loaded" };
             format!(
-                "ok       {verb}={} present={present} {}",
+                "ok       {runtime:<10} {verb}={} present={present} {}",
                 host.loaded_count(),
                 figures()
             )
         }
-        HostStatus::UpToDate => format!("ok       up to date ({present} images present)"),
+        HostStatus::UpToDate => {
+            format!("ok       {runtime:<10} up to date ({present} images present)")
+        }
         HostStatus::SkippedCoreos { os } => {
             format!("skipped  {os}: images are not pushed to CoreOS/Flatcar hosts")
         }
         HostStatus::Failed { reason } => {
-            format!("FAILED   attempts={}: {reason}", host.attempts)
+            format!(
+                "FAILED   {runtime:<10} attempts={}: {reason}",
+                host.attempts
+            )
         }
     }
 }
@@ -184,6 +193,7 @@ mod tests {
     fn host(name: &str, status: HostStatus, actions: &[ImageAction]) -> HostReport {
         HostReport {
             host: name.into(),
+            runtime: Some(Runtime::Containerd),
             status,
             images: actions
                 .iter()
@@ -236,16 +246,16 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains(
-                "node1 : ok       loaded=1 present=1 sent=2.00 KiB saved=1.00 KiB attempts=2 1.5s"
+                "node1 : ok       containerd loaded=1 present=1 sent=2.00 KiB saved=1.00 KiB attempts=2 1.5s"
             ),
             "{text}"
         );
         assert!(
-            text.contains("node2 : ok       up to date (2 images present)"),
+            text.contains("node2 : ok       containerd up to date (2 images present)"),
             "{text}"
         );
         assert!(
-            text.contains("node3 : FAILED   attempts=2: connection refused"),
+            text.contains("node3 : FAILED   containerd attempts=2: connection refused"),
             "{text}"
         );
         assert!(text.contains("node4 : skipped  flatcar"), "{text}");
@@ -258,6 +268,7 @@ mod tests {
         let json = serde_json::to_value(sample()).unwrap();
         let node1 = &json["hosts"][0];
         assert_eq!(node1["status"], "loaded");
+        assert_eq!(node1["runtime"], "containerd");
         assert_eq!(node1["images"][0]["action"], "loaded");
         assert_eq!(node1["bytes_sent"], 2048);
         assert_eq!(node1["elapsed"], 1.5);

@@ -1,22 +1,22 @@
-//! The one remote command that receives a node's archive, loads it and reports the image IDs.
+//! The part of the load command that receives a node's archive, whatever the runtime: streamed
+//! straight into the runtime's loader, or (`download_keep_remote_cache`) kept in a file first.
 //!
-//! Loading and checking happen in the same round trip: after `docker load`, the script prints
-//! a marker and the ID of every tag it was meant to create, so a node costs one exec for
-//! facts and one for the transfer.
+//! Loading and checking happen in the same round trip: after the load, the runtime's check
+//! prints its report after [`VERIFY_MARK`], so a node costs one exec for facts and one for the
+//! transfer (`Runtime::load_command` puts the pieces together).
 
 use std::path::Path;
 
 use crate::image::ArchiveFormat;
-use crate::ssh::Become;
-use crate::ssh::{RemoteCommand, quote, quote_words};
+use crate::ssh::quote;
 
-/// Separates `docker load`'s own output from the IDs printed after it.
-const VERIFY_MARK: &str = "@@dropship verify@@";
+/// Separates the loader's own output from the report printed after it.
+pub const VERIFY_MARK: &str = "@@dropship verify@@";
 
 /// Where the archive goes on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Landing {
-    /// Straight into `docker load`: nothing is written to the node's disk.
+    /// Straight into the runtime's loader: nothing is written to the node's disk.
     Stream,
     /// Kept in `local_release_dir/images/NAME` (`download_keep_remote_cache`): written under a
     /// temporary name, checked for size, renamed, then loaded from the file.
@@ -35,6 +35,25 @@ impl Landing {
     }
 }
 
+/// How a runtime loads an archive: from stdin, and (when it reads a file better, e.g. without
+/// copying it to a temp file first) from the kept file `"$final"`; `after` runs once it loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loader {
+    pub stdin: String,
+    pub file: Option<String>,
+    pub after: Option<String>,
+}
+
+impl Loader {
+    pub fn stdin(command: impl Into<String>) -> Self {
+        Loader {
+            stdin: command.into(),
+            file: None,
+            after: None,
+        }
+    }
+}
+
 /// The file extension of an archive in `format`.
 pub fn extension(format: ArchiveFormat) -> &'static str {
     match format {
@@ -44,33 +63,28 @@ pub fn extension(format: ArchiveFormat) -> &'static str {
     }
 }
 
-fn decompressor(format: ArchiveFormat) -> &'static str {
+fn decompressor(format: ArchiveFormat) -> Option<&'static str> {
     match format {
-        ArchiveFormat::Zstd => "zstd -dc",
-        ArchiveFormat::Gzip => "gzip -dc",
-        ArchiveFormat::Tar => "cat",
+        ArchiveFormat::Zstd => Some("zstd -dc"),
+        ArchiveFormat::Gzip => Some("gzip -dc"),
+        ArchiveFormat::Tar => None,
     }
 }
 
-/// The load command. `expected_bytes` (when the format's size is known in advance) lets a kept
-/// file be checked before it is renamed: a transfer cut short must never look finished.
-pub fn load_command(
+/// The shell lines that receive the archive (in `format`) on stdin and load it with `loader`.
+/// `expected_bytes` (when the format's size is known in advance) lets a kept file be checked
+/// before it is renamed: a transfer cut short must never look finished.
+pub fn receive(
     format: ArchiveFormat,
     landing: &Landing,
     expected_bytes: Option<u64>,
-    tags: &[String],
-    become_: Option<&Become>,
-) -> RemoteCommand {
-    let verify = if tags.is_empty() {
-        format!("echo '{VERIFY_MARK}'")
-    } else {
-        format!(
-            "echo '{VERIFY_MARK}'\ndocker image inspect --format '{{{{.Id}}}}' {}",
-            quote_words(tags)
-        )
-    };
+    loader: &Loader,
+) -> String {
     let load = match landing {
-        Landing::Stream => format!("{} | docker load", decompressor(format)),
+        Landing::Stream => match decompressor(format) {
+            Some(decompress) => format!("{decompress} | {}", loader.stdin),
+            None => loader.stdin.clone(),
+        },
         Landing::Keep { dir, name } => {
             let check = match (expected_bytes, format) {
                 (Some(size), _) => format!(
@@ -78,6 +92,11 @@ pub fn load_command(
                 ),
                 (None, ArchiveFormat::Gzip) => "gzip -t \"$tmp\"".to_string(),
                 (None, _) => ":".to_string(),
+            };
+            let from_file = match (decompressor(format), &loader.file) {
+                (None, Some(file)) => file.clone(),
+                (None, None) => format!("< \"$final\" {}", loader.stdin),
+                (Some(decompress), _) => format!("< \"$final\" {decompress} | {}", loader.stdin),
             };
             format!(
                 "dir={dir}; final=\"$dir\"/{name}; tmp=\"$dir/.{name}.$$.part\"\n\
@@ -87,21 +106,22 @@ pub fn load_command(
                  cat > \"$tmp\"\n\
                  {check}\n\
                  mv -f \"$tmp\" \"$final\"\n\
-                 {} < \"$final\" | docker load",
-                decompressor(format),
+                 {from_file}",
                 dir = quote(dir),
                 name = quote(name),
             )
         }
     };
-    RemoteCommand::shell(format!("set -e\n{load}\n{verify}")).with_become(become_)
+    match &loader.after {
+        Some(after) => format!("{load}\n{after}"),
+        None => load,
+    }
 }
 
-/// The image IDs the node reported after the load, one per tag in order.
-/// `None` when the marker is missing (the load did not run to its end).
-pub fn loaded_ids(stdout: &str) -> Option<Vec<String>> {
-    let (_, after) = stdout.split_once(VERIFY_MARK)?;
-    Some(after.split_whitespace().map(str::to_string).collect())
+/// What the node printed after the marker; `None` when the marker is missing (the load did
+/// not run to its end).
+pub fn after_mark(stdout: &str) -> Option<&str> {
+    stdout.split_once(VERIFY_MARK).map(|(_, after)| after)
 }
 
 #[cfg(test)]
@@ -109,69 +129,39 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    fn script(command: &RemoteCommand) -> String {
-        // `sh -c SCRIPT` rendered: pull SCRIPT back out by running it through a shell's parser.
-        let rendered = command.render();
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("set -- {rendered}; printf %s \"$3\""))
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    }
-
     #[test]
-    fn streaming_decompresses_into_docker_load_and_checks_every_tag() {
-        let tags = vec!["reg:5000/app:v1".to_string(), "it's:odd".to_string()];
-        let command = load_command(ArchiveFormat::Zstd, &Landing::Stream, None, &tags, None);
-        let script = script(&command);
-        assert!(script.contains("zstd -dc | docker load"), "{script}");
-        assert!(
-            script.contains("--format '{{.Id}}' 'reg:5000/app:v1' 'it'\\''s:odd'"),
-            "{script}"
+    fn streaming_decompresses_into_the_loader() {
+        let loader = Loader::stdin("docker load");
+        assert_eq!(
+            receive(ArchiveFormat::Zstd, &Landing::Stream, None, &loader),
+            "zstd -dc | docker load"
         );
-    }
-
-    #[test]
-    fn become_wraps_the_whole_script_in_sudo() {
-        let become_ = Become {
-            user: Some("ops".into()),
+        assert_eq!(
+            receive(ArchiveFormat::Tar, &Landing::Stream, None, &loader),
+            "docker load"
+        );
+        let then = Loader {
+            after: Some("echo labelled".into()),
+            ..Loader::stdin("ctr import -")
         };
-        let command = load_command(
-            ArchiveFormat::Gzip,
-            &Landing::Stream,
-            None,
-            &[],
-            Some(&become_),
-        );
-        assert!(
-            command
-                .render()
-                .starts_with("'sudo' '-n' '-u' 'ops' '--' 'sh' '-c'")
+        assert_eq!(
+            receive(ArchiveFormat::Tar, &Landing::Stream, None, &then),
+            "ctr import -\necho labelled"
         );
     }
 
-    /// Runs the keep-mode script for real in a temp dir, with `docker` replaced by a fake that
-    /// swallows its input, and returns (exit ok, files left in the dir).
-    fn run_keep(input: &[u8], expected: u64) -> (bool, Vec<String>) {
+    /// Runs the keep-mode lines for real in a temp dir, with a loader that swallows its input
+    /// and says where it read from, and returns (exit ok, what the loader said, files left).
+    fn run_keep(input: &[u8], expected: u64, loader: &Loader) -> (bool, String, Vec<String>) {
         let root = tempfile::tempdir().unwrap();
-        let bin = root.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        let fake = bin.join("docker");
-        std::fs::write(&fake, "#!/bin/sh\ncat >/dev/null; echo sha256:abc\n").unwrap();
-        Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
         let landing = Landing::keep(root.path(), "x.tar".into());
-        let command = load_command(
-            ArchiveFormat::Tar,
-            &landing,
-            Some(expected),
-            &["a:b".into()],
-            None,
+        let script = format!(
+            "set -e\n{}",
+            receive(ArchiveFormat::Tar, &landing, Some(expected), loader)
         );
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(command.render())
-            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .arg(script)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -185,33 +175,41 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         files.sort();
-        if out.status.success() {
-            let ids = loaded_ids(&String::from_utf8_lossy(&out.stdout));
-            assert_eq!(ids, Some(vec!["sha256:abc".to_string()]));
-        }
-        (out.status.success(), files)
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success(), said, files)
     }
 
     #[test]
-    fn a_kept_archive_is_renamed_only_when_complete() {
+    fn a_kept_archive_is_renamed_only_when_complete_then_loaded_from_the_file() {
+        let stdin = Loader::stdin("wc -c");
         assert_eq!(
-            run_keep(b"0123456789", 10),
-            (true, vec!["x.tar".to_string()])
+            run_keep(b"0123456789", 10, &stdin),
+            (true, "10".to_string(), vec!["x.tar".to_string()])
+        );
+        // A loader that reads the file itself gets the kept file's path.
+        let file = Loader {
+            file: Some("basename \"$final\"".into()),
+            ..stdin
+        };
+        assert_eq!(
+            run_keep(b"0123456789", 10, &file),
+            (true, "x.tar".to_string(), vec!["x.tar".to_string()])
         );
     }
 
     #[test]
     fn a_short_transfer_leaves_nothing_behind() {
-        assert_eq!(run_keep(b"01234", 10), (false, vec![]));
+        let loader = Loader::stdin("cat >/dev/null");
+        assert_eq!(
+            run_keep(b"01234", 10, &loader),
+            (false, String::new(), vec![])
+        );
     }
 
     #[test]
-    fn ids_come_after_the_marker_only() {
+    fn the_report_comes_after_the_marker_only() {
         let stdout = "Loaded image: a:b\n@@dropship verify@@\nsha256:1\nsha256:2\n";
-        assert_eq!(
-            loaded_ids(stdout),
-            Some(vec!["sha256:1".to_string(), "sha256:2".to_string()])
-        );
-        assert_eq!(loaded_ids("Loaded image: a:b\n"), None);
+        assert_eq!(after_mark(stdout), Some("\nsha256:1\nsha256:2\n"));
+        assert_eq!(after_mark("Loaded image: a:b\n"), None);
     }
 }

@@ -27,9 +27,10 @@ pub struct RegistryError {
 pub enum ErrorKind {
     #[error("the connection failed: {0}")]
     Network(String),
-    #[error(
-        "its TLS certificate is not trusted: {0} (give its CA, or configure the host as plain HTTP if it is one)"
-    )]
+    #[error("its name does not resolve: {0}")]
+    UnknownHost(String),
+    /// TLS that cannot work as configured: an untrusted certificate, or a plain-HTTP server.
+    #[error("TLS failed: {0}")]
     Tls(String),
     #[error("the registry is unavailable ({status}): {message}")]
     Unavailable { status: u16, message: String },
@@ -73,7 +74,7 @@ impl ErrorKind {
     /// got (containerd's order: connection < not found < refused or failed < bad content).
     pub(crate) fn relevance(&self) -> u8 {
         match self {
-            ErrorKind::Network(_) | ErrorKind::Tls(_) => 1,
+            ErrorKind::Network(_) | ErrorKind::UnknownHost(_) | ErrorKind::Tls(_) => 1,
             ErrorKind::NotFound { .. } => 2,
             ErrorKind::Unavailable { .. }
             | ErrorKind::Denied { .. }
@@ -116,9 +117,9 @@ impl ErrorKind {
     pub(crate) fn from_transport(error: &reqwest::Error) -> ErrorKind {
         let mut message = error.to_string();
         let mut source = std::error::Error::source(error);
-        let mut tls = false;
+        let mut hint = None;
         while let Some(cause) = source {
-            tls |= is_certificate_error(cause);
+            hint = hint.or_else(|| tls_hint(cause));
             let text = cause.to_string();
             if !message.contains(&text) {
                 message.push_str(": ");
@@ -126,26 +127,47 @@ impl ErrorKind {
             }
             source = cause.source();
         }
-        if tls {
-            ErrorKind::Tls(message)
-        } else {
-            ErrorKind::Network(message)
+        match hint {
+            Some(hint) => ErrorKind::Tls(format!("{message} ({hint})")),
+            None if names_no_host(&message) => ErrorKind::UnknownHost(message),
+            None => ErrorKind::Network(message),
         }
     }
 }
 
-/// rustls' verdict on a certificate, however deep hyper and the io layer wrapped it.
-fn is_certificate_error(cause: &(dyn std::error::Error + 'static)) -> bool {
-    let rustls_error = cause.downcast_ref::<rustls::Error>().or_else(|| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    });
-    matches!(
-        rustls_error,
-        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
-    )
+/// Whether a resolver said the name does not exist (getaddrinfo's EAI_NONAME / EAI_NODATA, in
+/// the words the C library gives them): retrying will not make it exist, unlike "Temporary
+/// failure in name resolution". The resolver's error reaches us only as text.
+fn names_no_host(message: &str) -> bool {
+    [
+        "Name or service not known",
+        "No address associated with hostname",
+        "nodename nor servname provided",
+    ]
+    .iter()
+    .any(|words| message.contains(words))
+}
+
+/// What to do about a TLS failure that will not pass by itself, if `cause` is one: rustls'
+/// verdict, however deep hyper and io errors wrapped it (an `io::Error`'s `source()` skips
+/// the error it wraps, so those are unwrapped by hand).
+fn tls_hint(cause: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut current = cause;
+    while let Some(inner) = current
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        current = inner;
+    }
+    match current.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            Some("trust its CA, or name it a plain-HTTP registry if it is one")
+        }
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+            Some("it does not speak TLS: name it a plain-HTTP registry if it is one")
+        }
+        _ => None,
+    }
 }
 
 impl Transient for RegistryError {
@@ -228,6 +250,21 @@ pub(crate) fn scrub(mut text: String, secrets: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_that_does_not_exist_is_not_worth_retrying_a_flaky_resolver_is() {
+        let unknown = "dns error: failed to lookup address information: Name or service not known";
+        let flaky =
+            "dns error: failed to lookup address information: Temporary failure in name resolution";
+        assert!(names_no_host(unknown) && !names_no_host(flaky));
+        let error = |kind| RegistryError {
+            image: "docker.io/library/app:1".into(),
+            host: "registry-1.docker.io".into(),
+            kind,
+        };
+        assert!(!error(ErrorKind::UnknownHost(unknown.into())).is_transient());
+        assert!(error(ErrorKind::Network(flaky.into())).is_transient());
+    }
 
     #[test]
     fn statuses_split_into_transient_and_permanent() {

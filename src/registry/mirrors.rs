@@ -213,7 +213,15 @@ impl Mirrors {
             .server
             .clone()
             .unwrap_or_else(|| Endpoint::registry(domain, plain_http));
-        entry.mirrors.iter().cloned().chain([server]).collect()
+        // Kubespray's default lists Docker Hub as its own mirror: asking twice would only
+        // fail twice.
+        let mut endpoints: Vec<Endpoint> = Vec::new();
+        for endpoint in entry.mirrors.iter().cloned().chain([server]) {
+            if !endpoints.contains(&endpoint) {
+                endpoints.push(endpoint);
+            }
+        }
+        endpoints
     }
 }
 
@@ -385,8 +393,7 @@ mod tests {
             urls(&mirrors.endpoints("docker.io", false)),
             [
                 "https://mirror.gcr.io/v2",
-                "https://registry-1.docker.io/v2",
-                "https://registry-1.docker.io/v2",
+                "https://registry-1.docker.io/v2"
             ]
         );
         let k8s = mirrors.endpoints("registry.k8s.io", false);
@@ -419,6 +426,19 @@ mod tests {
                 "http://172.19.16.11:5000/v2",
                 "https://172.19.16.11:5000/v2"
             ]
+        );
+    }
+
+    #[test]
+    fn kubespray_default_is_docker_hub_once() {
+        let default = json!([{
+            "prefix": "docker.io",
+            "mirrors": [{"host": "https://registry-1.docker.io", "capabilities": ["pull", "resolve"], "skip_verify": false}]
+        }]);
+        let mirrors = Mirrors::from_kubespray(&default).unwrap();
+        assert_eq!(
+            mirrors.endpoints("docker.io", false),
+            [Endpoint::registry("docker.io", false)]
         );
     }
 
@@ -456,7 +476,7 @@ mod tests {
             "https://mirror.gcr.io/v2/library/nginx/manifests/1.27?ns=docker.io"
         );
         assert_eq!(
-            hub[2].url("docker.io", "library/nginx", "blobs", "sha256:ab"),
+            hub[1].url("docker.io", "library/nginx", "blobs", "sha256:ab"),
             "https://registry-1.docker.io/v2/library/nginx/blobs/sha256:ab"
         );
         let k8s = mirrors.endpoints("registry.k8s.io", false);

@@ -28,7 +28,7 @@
 //! - [`Registry::blob`] streams a blob ([`Blob`]): its size known before the first byte,
 //!   nothing buffered beyond a chunk, the count and sha256 checked as it goes.
 //!   [`Registry::blob_size`] is a HEAD, for checks that download nothing.
-//! - Authentication ([`auth`]): anonymous, Basic, Bearer tokens (the `WWW-Authenticate` dance,
+//! - Authentication: anonymous, Basic, Bearer tokens (the `WWW-Authenticate` dance,
 //!   tokens cached per host and repository until they expire, renewed on a `401`), and Docker
 //!   identity tokens (the refresh-token grant). Credentials come from the docker CLI's config
 //!   and its credential helpers ([`credentials`]).
@@ -58,8 +58,20 @@
 //! system's roots through rustls-platform-verifier, HTTP/1.1, streaming bodies), parses
 //! `WWW-Authenticate` with `http-auth`, and reads credentials with `docker_credential`.
 //! Together they add no second version of any crate already in the tree.
+//!
+//! # Figures (this project's 2-core machine, shared; release build)
+//! - Download from `docker-registry` on loopback, one 200 MiB layer
+//!   (`scripts/bench-registry.sh`): 520-610 MB/s with 0.24 s of CPU (sha256 included) and
+//!   7 MiB peak RSS; `curl | sha256sum` on the same blob: 122-125 MB/s.
+//! - Layers as served (gzip) or recompressed to zstd, on a 300 MiB tar of
+//!   `/usr/lib/x86_64-linux-gnu` and `/usr/bin`: `gzip -6` (what `docker push` serves) makes
+//!   108.6 MB, `zstd -3` 105.8 MB (2.6 % smaller). Transcoding gzip to zstd -3 takes 4.9 s on
+//!   one thread and 4.6 s with `-T2` (gzip's one-threaded decompression bounds it; 3.0 s with
+//!   `pigz -dc`): 22-37 MB/s of gzip in, to save 2.9 MB. zstd -9 saves 11 % for 16.5 s. On a
+//!   node, `gzip -dc` takes 2.2 s and `zstd -dc` 0.46 s for those 300 MiB. Recompressing would
+//!   also change the layer digests the manifest names.
 
-pub mod auth;
+mod auth;
 mod blob;
 pub mod credentials;
 mod error;
@@ -206,8 +218,9 @@ impl Registry {
             (None, Some(tag)) => (tag, Need::Resolve),
             (None, None) => ("latest", Need::Resolve),
         };
-        let mut fallover = Fallover::new(image, need);
-        for endpoint in self.endpoints(image, need) {
+        let endpoints = self.endpoints(image, need);
+        let mut fallover = Fallover::new(image, need, &endpoints);
+        for endpoint in endpoints {
             let result = self
                 .fetch_manifest(&endpoint, image, reference, pinned.map(|d| (d, None)))
                 .await;
@@ -227,8 +240,9 @@ impl Registry {
     ) -> Result<Manifest, RegistryError> {
         let reference = descriptor.digest.to_string();
         let expected = Some((descriptor.digest, Some(descriptor.size)));
-        let mut fallover = Fallover::new(image, Need::Pull);
-        for endpoint in self.endpoints(image, Need::Pull) {
+        let endpoints = self.endpoints(image, Need::Pull);
+        let mut fallover = Fallover::new(image, Need::Pull, &endpoints);
+        for endpoint in endpoints {
             let result = self
                 .fetch_manifest(&endpoint, image, &reference, expected)
                 .await;
@@ -290,8 +304,9 @@ impl Registry {
         image: &ImageRef,
         descriptor: &Descriptor,
     ) -> Result<Blob, RegistryError> {
-        let mut fallover = Fallover::new(image, Need::Pull);
-        for endpoint in self.endpoints(image, Need::Pull) {
+        let endpoints = self.endpoints(image, Need::Pull);
+        let mut fallover = Fallover::new(image, Need::Pull, &endpoints);
+        for endpoint in endpoints {
             let result = self.start_blob(&endpoint, image, descriptor).await;
             if let Some(outcome) = fallover.settle(&endpoint, result) {
                 return outcome;
@@ -333,8 +348,9 @@ impl Registry {
     /// big, without a byte of it downloaded.
     pub async fn blob_size(&self, image: &ImageRef, digest: &Digest) -> Result<u64, RegistryError> {
         let digest = digest.to_string();
-        let mut fallover = Fallover::new(image, Need::Pull);
-        for endpoint in self.endpoints(image, Need::Pull) {
+        let endpoints = self.endpoints(image, Need::Pull);
+        let mut fallover = Fallover::new(image, Need::Pull, &endpoints);
+        for endpoint in endpoints {
             let url = endpoint.url(image.domain(), image.path(), "blobs", &digest);
             let result = self
                 .inner
@@ -442,14 +458,17 @@ impl Registry {
 struct Fallover<'a> {
     image: &'a ImageRef,
     need: Need,
+    /// Endpoints not yet tried.
+    left: usize,
     reported: Option<RegistryError>,
 }
 
 impl<'a> Fallover<'a> {
-    fn new(image: &'a ImageRef, need: Need) -> Fallover<'a> {
+    fn new(image: &'a ImageRef, need: Need, endpoints: &[Endpoint]) -> Fallover<'a> {
         Fallover {
             image,
             need,
+            left: endpoints.len(),
             reported: None,
         }
     }
@@ -470,10 +489,13 @@ impl<'a> Fallover<'a> {
             host: endpoint.host.clone(),
             kind,
         };
+        self.left = self.left.saturating_sub(1);
         if !error.kind.falls_over() {
             return Some(Err(error));
         }
-        tracing::info!("{error}; trying the next host, if any");
+        if self.left > 0 {
+            tracing::info!("{error}; trying the next host");
+        }
         if self
             .reported
             .as_ref()

@@ -173,10 +173,12 @@ async fn the_token_dance_uses_basic_credentials_and_caches_the_token() {
     assert_eq!(manifest.digest, Digest::of(&manifest_bytes()));
     let again = registry.clone().resolve(&app).await.unwrap();
     assert_eq!(again.digest, manifest.digest);
-    let layer = drain(registry.blob(&app, &layer_descriptor()).await.unwrap())
-        .await
-        .unwrap();
-    assert_eq!(layer, LAYER);
+    // Downloads run as tasks of their own.
+    let download = tokio::spawn({
+        let (registry, app) = (registry.clone(), app.clone());
+        async move { drain(registry.blob(&app, &layer_descriptor()).await?).await }
+    });
+    assert_eq!(download.await.unwrap().unwrap(), LAYER);
 
     assert_eq!(fake.tokens_issued(), 1, "one token for the repository");
     let challenged = fake

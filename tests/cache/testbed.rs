@@ -233,6 +233,17 @@ async fn unknown_images_fail_at_once_with_a_clear_message() {
     );
 }
 
+/// The `DOCKER_HOST` of every Docker node.
+fn docker_daemons(tb: &crate::support::Testbed) -> Vec<String> {
+    let daemons: Vec<String> = tb
+        .nodes
+        .iter()
+        .filter_map(|node| node.docker_host.clone())
+        .collect();
+    assert!(daemons.len() >= 2, "the test bed has two Docker nodes");
+    daemons
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_archives_load_with_identical_ids_in_full_and_without_present_layers() {
     let (tb, _lock) = testbed!();
@@ -240,7 +251,10 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
     let names: Vec<String> = images(&tb).iter().map(ImageRef::familiar).collect();
 
     // Everything, through the CLI, into an empty daemon.
-    let node1 = tb.node("node1").docker_host.clone();
+    // Two Docker daemons of the test bed (its Flatcar node runs one too: only its os-release
+    // says Flatcar).
+    let dockers = docker_daemons(&tb);
+    let node1 = dockers[0].clone();
     empty_daemon(&node1);
     let mut export = crate::support::dropship()
         .args(["cache", "export", "--zstd", "-o", "-", "--cache-dir"])
@@ -262,7 +276,7 @@ async fn exported_archives_load_with_identical_ids_in_full_and_without_present_l
     assert_images_on(&node1, &names, &ids, "");
 
     // A node holding the first image gets the others without the layers it already has.
-    let node2 = tb.node("node2").docker_host.clone();
+    let node2 = dockers[1].clone();
     empty_daemon(&node2);
     let first = docker_plan(&cache, &ids[..1], &HashSet::new(), ArchiveFormat::Zstd);
     let (err, ok) = load_on(&node2, cache.archive_reader(first), ArchiveFormat::Zstd).await;
@@ -313,7 +327,7 @@ async fn a_flipped_byte_in_a_cached_layer_never_reaches_the_daemon() {
     bytes[middle] ^= 0x10;
     std::fs::write(&path, bytes).unwrap();
 
-    let node3 = tb.node("node3").docker_host.clone();
+    let node3 = docker_daemons(&tb)[0].clone();
     empty_daemon(&node3);
     let plan = docker_plan(&cache, &ids[..1], &HashSet::new(), ArchiveFormat::Zstd);
     let (err, ok) = load_on(&node3, cache.archive_reader(plan), ArchiveFormat::Zstd).await;

@@ -1,6 +1,6 @@
 //! `dropship ping` against the test bed: its output, JSON and exit code.
 
-use crate::support::Testbed;
+use crate::support::{Runtime, Testbed};
 
 fn ping(tb: &Testbed, extra: &[&str]) -> (i32, String, String) {
     let output = crate::support::dropship()
@@ -30,13 +30,21 @@ fn every_node_answers_with_its_facts() {
     let json = dir.path().join("ping.json");
     let (code, stdout, stderr) = ping(&tb, &["--json", json.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    for node in tb.nodes.iter().map(|node| &node.name) {
+    for node in &tb.nodes {
         let line = stdout
             .lines()
-            .find(|l| l.starts_with(&format!("{node} ")))
-            .unwrap_or_else(|| panic!("{node}: {stdout}"));
+            .find(|l| l.starts_with(&format!("{} ", node.name)))
+            .unwrap_or_else(|| panic!("{}: {stdout}", node.name));
+        let version = match node.runtime {
+            Runtime::Docker => "docker 20.10",
+            Runtime::Containerd => "containerd 1.6.20",
+            Runtime::Crio => "podman 4.3.1",
+        };
         assert!(
-            line.contains("  ok  ") && line.contains("root@") && line.contains("docker 20.10"),
+            line.contains("  ok  ")
+                && line.contains("root@")
+                && line.contains(&format!("runtime:{} ", node.runtime.name()))
+                && line.contains(version),
             "{line}"
         );
     }
@@ -54,6 +62,9 @@ fn every_node_answers_with_its_facts() {
         "the bastion is not a target"
     );
     assert_eq!(report["bastions"][0]["reachable"], true);
+    for (host, node) in report["hosts"].as_array().unwrap().iter().zip(&tb.nodes) {
+        assert_eq!(host["runtime"], node.runtime.name(), "{host}");
+    }
 }
 
 #[test]

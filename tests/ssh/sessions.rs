@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Testbed, on_testbed, runtime};
+use crate::support::{Runtime, Testbed, on_testbed, runtime};
 use dropship::facts;
 use dropship::ssh::{ConnectOptions, Connector, ExitStatus, RemoteCommand, Session, SshError};
 
@@ -42,27 +42,52 @@ fn every_node_through_one_bastion_connection() {
         let results = futures::future::join_all(tasks).await;
         let flatcar = tb.flatcar_node.clone();
         for result in results {
-            let (node, facts) = result.unwrap().unwrap();
-            assert_eq!(facts.arch, std::env::consts::ARCH, "{node}");
+            let (name, facts) = result.unwrap().unwrap();
+            let node = tb.node(&name);
+            assert_eq!(facts.arch, node.arch, "{name}: what its uname -m says");
             assert_eq!(
                 facts.is_coreos_like(),
-                node == flatcar,
-                "{node}: {:?}",
+                name == flatcar,
+                "{name}: {:?}",
                 facts.os
             );
-            let docker = facts
-                .docker
-                .as_ref()
-                .unwrap_or_else(|| panic!("{node}: docker answers: {:?}", facts.runtimes));
-            assert_eq!(docker.storage_driver, "overlay2");
+            match node.runtime {
+                Runtime::Docker => {
+                    let docker = facts
+                        .docker
+                        .as_ref()
+                        .unwrap_or_else(|| panic!("{name}: docker answers: {:?}", facts.runtimes));
+                    assert_eq!(docker.storage_driver, "overlay2");
+                }
+                Runtime::Containerd => {
+                    let containerd = facts.containerd.as_ref().unwrap();
+                    assert!(
+                        containerd.answers && containerd.cri,
+                        "{name}: {containerd:?}"
+                    );
+                    assert!(facts.docker.is_none(), "{name}");
+                }
+                Runtime::Crio => {
+                    assert!(facts.has_tool("podman") && facts.crio.is_some(), "{name}");
+                    assert!(
+                        facts.docker.is_none() && facts.containerd.is_none(),
+                        "{name}"
+                    );
+                }
+            }
+            assert_eq!(
+                dropship::runtime::Runtime::detect(&facts).map(|r| r.name()),
+                Some(node.runtime.name()),
+                "{name}: the facts alone tell its runtime"
+            );
             assert!(
                 facts.has_tool("zstd") && facts.has_tool("gzip"),
-                "{node}: {:?}",
+                "{name}: {:?}",
                 facts.tools
             );
             assert!(
                 facts.free_space.as_ref().is_some_and(|f| f.bytes > 0),
-                "{node}"
+                "{name}"
             );
         }
     });

@@ -18,15 +18,55 @@ use dropship::ssh::{ConnectOptions, Hop, Host};
 /// Debian's docker client, the one that matches the test bed's dockerd 20.10.
 pub const DOCKER: &str = "/usr/bin/docker";
 
-/// One node: its inventory name, the address dropship connects to, and its daemon.
+/// One node: its inventory name, the address dropship connects to, and its runtime.
 #[derive(Debug, Clone)]
 pub struct Node {
     pub name: String,
     pub address: String,
-    /// `unix://...`: the node's own dockerd, reachable from the root namespace.
-    pub docker_host: String,
     /// The node's network namespace (`ip netns`).
     pub netns: String,
+    pub runtime: Runtime,
+    /// What its `uname -m` says (the aarch64 node is an amd64 machine that says so).
+    pub arch: String,
+    /// `unix://...`: a Docker node's dockerd, reachable from the root namespace.
+    pub docker_host: Option<String>,
+}
+
+/// A node's container runtime, as `TESTBED_NODE<i>_RUNTIME` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Docker,
+    Containerd,
+    Crio,
+}
+
+impl Runtime {
+    fn parse(name: &str) -> Runtime {
+        match name {
+            "docker" => Runtime::Docker,
+            "containerd" => Runtime::Containerd,
+            "crio" => Runtime::Crio,
+            other => panic!("unknown test bed runtime {other:?}"),
+        }
+    }
+
+    /// The name the recap and the JSON give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Containerd => "containerd",
+            Runtime::Crio => "crio",
+        }
+    }
+}
+
+impl Node {
+    /// The node's dockerd, which only a Docker node has.
+    pub fn docker_host(&self) -> &str {
+        self.docker_host
+            .as_deref()
+            .unwrap_or_else(|| panic!("{} runs {:?}, not docker", self.name, self.runtime))
+    }
 }
 
 /// A running test bed instance.
@@ -44,9 +84,13 @@ pub struct Testbed {
     pub bastion: String,
     /// `registry.testbed:5000`: the name every daemon of the test bed resolves.
     pub registry: String,
+    /// The same registry from the root namespace: `http://<bastion>:5000`.
+    pub registry_url: String,
     /// The small test image set, as pushed to the registry (also in `images_file`).
     pub images: Vec<String>,
     pub images_file: PathBuf,
+    /// An OCI index with a linux/amd64 and a linux/arm64/v8 manifest.
+    pub multiarch_image: String,
     /// `unix://...`: the control daemon in the root namespace (the localhost delegate).
     pub control_docker_host: String,
     pub nodes: Vec<Node>,
@@ -145,8 +189,10 @@ impl Testbed {
                 Node {
                     name: name.to_string(),
                     address: var(&format!("{prefix}_ADDR")),
-                    docker_host: var(&format!("{prefix}_DOCKER_HOST")),
                     netns: var(&format!("{prefix}_NETNS")),
+                    runtime: Runtime::parse(&var(&format!("{prefix}_RUNTIME"))),
+                    arch: var(&format!("{prefix}_ARCH")),
+                    docker_host: vars.get(&format!("{prefix}_DOCKER_HOST")).cloned(),
                 }
             })
             .collect();
@@ -159,11 +205,13 @@ impl Testbed {
             ssh_config: var("TESTBED_SSH_CONFIG").into(),
             bastion: var("TESTBED_BASTION"),
             registry: var("TESTBED_REGISTRY"),
+            registry_url: var("TESTBED_REGISTRY_URL"),
             images: var("TESTBED_IMAGES")
                 .split_whitespace()
                 .map(String::from)
                 .collect(),
             images_file: var("TESTBED_IMAGES_FILE").into(),
+            multiarch_image: var("TESTBED_MULTIARCH_IMAGE"),
             control_docker_host: var("TESTBED_CONTROL_DOCKER_HOST"),
             nodes,
             flatcar_node: var("TESTBED_FLATCAR_NODE"),
@@ -191,25 +239,94 @@ impl Testbed {
         self.node(&self.flatcar_node)
     }
 
-    /// Removes every image from every node's daemon and empties their /tmp/releases.
+    /// The nodes that run `runtime`, Flatcar aside.
+    pub fn running(&self, runtime: Runtime) -> Vec<&Node> {
+        self.nodes
+            .iter()
+            .filter(|node| node.runtime == runtime && node.name != self.flatcar_node)
+            .collect()
+    }
+
+    /// Removes every image from every node's runtime and empties their /tmp/releases.
     pub fn reset_nodes(&self) {
         std::thread::scope(|scope| {
             for node in &self.nodes {
-                scope.spawn(move || {
-                    succeed(docker(
-                        &node.docker_host,
-                        &["image", "prune", "--all", "--force"],
-                    ));
-                    succeed(self.run_in(node, "rm -rf /tmp/releases/* /tmp/releases/.[!.]*"));
-                });
+                scope.spawn(move || self.reset_node(node));
             }
         });
     }
 
-    /// The images on a node's daemon: (full image id, its repo:tag names).
+    /// Removes every image from the node's runtime (containerd: with its blobs and snapshots)
+    /// and empties its /tmp/releases.
+    pub fn reset_node(&self, node: &Node) {
+        let clear = match node.runtime {
+            Runtime::Docker => "docker image prune --all --force >/dev/null",
+            // An import cut short (its daemon stopped) leaves its lease, and the lease keeps
+            // the blobs it wrote: drop both.
+            Runtime::Containerd => {
+                "ctr -n k8s.io images ls -q | xargs -r ctr -n k8s.io images rm --sync >/dev/null; \
+                 ctr -n k8s.io leases ls -q | xargs -r ctr -n k8s.io leases rm --sync; \
+                 ctr -n k8s.io content ls -q | xargs -r ctr -n k8s.io content rm >/dev/null"
+            }
+            Runtime::Crio => "podman rmi --all --force >/dev/null 2>&1 || true",
+        };
+        succeed(self.run_in(
+            node,
+            &format!("{clear}; rm -rf /tmp/releases/* /tmp/releases/.[!.]*"),
+        ));
+    }
+
+    /// The images on a node's runtime: (full image id, its repo:tag names). containerd's
+    /// `repo@digest` names are not tags (see [`Testbed::digest_names`]).
     pub fn node_images(&self, node: &Node) -> Vec<(String, Vec<String>)> {
+        match node.runtime {
+            Runtime::Docker => self.docker_images(node),
+            Runtime::Containerd => {
+                let store = self.containerd_store(node);
+                let mut images: Vec<(String, Vec<String>)> = Vec::new();
+                for image in store.images.iter().filter(|i| !i.name.contains('@')) {
+                    let configs = store.configs(&image.target);
+                    assert_eq!(
+                        configs.len(),
+                        1,
+                        "{}: {} has {configs:?}",
+                        node.name,
+                        image.name
+                    );
+                    let id = configs.into_iter().next().unwrap().to_string();
+                    match images.iter_mut().find(|(known, _)| *known == id) {
+                        Some((_, names)) => names.push(image.name.clone()),
+                        None => images.push((id, vec![image.name.clone()])),
+                    }
+                }
+                images
+            }
+            Runtime::Crio => {
+                let listing = succeed(self.run_in(node, "podman images --format json"));
+                let entries: Vec<serde_json::Value> =
+                    serde_json::from_slice(&listing.stdout).expect("podman images JSON");
+                let mut images: Vec<(String, Vec<String>)> = Vec::new();
+                for entry in entries {
+                    let id = format!("sha256:{}", entry["Id"].as_str().unwrap());
+                    let names: Vec<String> = entry["Names"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|n| n.as_str().map(String::from))
+                        .collect();
+                    match images.iter_mut().find(|(known, _)| *known == id) {
+                        Some(_) => {}
+                        None => images.push((id, names)),
+                    }
+                }
+                images
+            }
+        }
+    }
+
+    fn docker_images(&self, node: &Node) -> Vec<(String, Vec<String>)> {
         let listing = succeed(docker(
-            &node.docker_host,
+            node.docker_host(),
             &[
                 "image",
                 "ls",
@@ -237,6 +354,57 @@ impl Testbed {
         images
     }
 
+    /// A containerd node's `k8s.io` namespace, read with dropship's own parser of `ctr`'s
+    /// listings.
+    pub fn containerd_store(&self, node: &Node) -> dropship::runtime::containerd::Store {
+        let images = stdout(&succeed(self.run_in(node, "ctr -n k8s.io images ls")));
+        let content = stdout(&succeed(self.run_in(node, "ctr -n k8s.io content ls")));
+        let images: Vec<&str> = images.lines().collect();
+        let content: Vec<&str> = content.lines().collect();
+        dropship::runtime::containerd::Store::parse(&images, &content, &[])
+    }
+
+    /// A containerd node's `repo@sha256:…` names, each with its target.
+    pub fn digest_names(&self, node: &Node) -> Vec<(String, String)> {
+        let mut names: Vec<(String, String)> = self
+            .containerd_store(node)
+            .images
+            .into_iter()
+            .filter(|i| i.name.contains('@'))
+            .map(|i| (i.name, i.target.to_string()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A containerd node's images as kubelet sees them (the CRI's ListImages): (id, repoTags,
+    /// repoDigests, pinned).
+    pub fn cri_images(&self, node: &Node) -> Vec<(String, Vec<String>, Vec<String>, bool)> {
+        let output = succeed(self.command(&["cri-images", &node.name]).output().unwrap());
+        let listing: Vec<serde_json::Value> =
+            serde_json::from_slice(&output.stdout).expect("cri-images prints JSON");
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        };
+        let mut images: Vec<_> = listing
+            .iter()
+            .map(|image| {
+                (
+                    image["id"].as_str().unwrap_or_default().to_string(),
+                    strings(&image["repoTags"]),
+                    strings(&image["repoDigests"]),
+                    image["pinned"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect();
+        images.sort();
+        images
+    }
+
     pub fn stop_sshd(&self, node: &Node) {
         self.script(&["stop", &node.name, "sshd"]);
     }
@@ -251,6 +419,14 @@ impl Testbed {
 
     pub fn start_dockerd(&self, node: &Node) {
         self.script(&["start", &node.name, "dockerd"]);
+    }
+
+    pub fn stop_containerd(&self, node: &Node) {
+        self.script(&["stop", &node.name, "containerd"]);
+    }
+
+    pub fn start_containerd(&self, node: &Node) {
+        self.script(&["start", &node.name, "containerd"]);
     }
 
     /// Stops the bastion's sshd (its registry stays up): every node becomes unreachable.

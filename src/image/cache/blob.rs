@@ -5,10 +5,10 @@
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-use super::atomic::TempFile;
+use super::atomic::{self, TempFile};
 use super::layer::VerifyingReader;
-use super::{Cache, CacheError};
-use crate::image::digest::{Digest, Hashing};
+use super::{Cache, CacheError, ImageRecord};
+use crate::image::digest::{Digest, Hashing, ImageId};
 use crate::image::manifest::{self, Descriptor, ImageManifest};
 
 /// Manifests and configs are read whole; anything larger is not one.
@@ -51,6 +51,28 @@ impl Cache {
             });
         }
         temp.persist(&path).map_err(CacheError::io(&path))
+    }
+
+    /// Keep an image config (its sha256 is the image ID), checked.
+    pub fn store_config(&self, config: &[u8], id: &ImageId) -> Result<(), CacheError> {
+        let path = self.config_path(id);
+        if Digest::of(config) != *id {
+            return Err(CacheError::Corrupt {
+                what: format!("config of image {id}"),
+                path,
+                detail: format!("its sha256 is {}", Digest::of(config)),
+            });
+        }
+        if path.is_file() {
+            return Ok(());
+        }
+        atomic::write_file(&path, config).map_err(CacheError::io(&path))
+    }
+
+    /// Record an image whose config and manifests the cache holds (its layers may still be
+    /// arriving: it is complete once they are). Tags move to it as with an ingest.
+    pub fn add_record(&self, record: ImageRecord) -> Result<(), CacheError> {
+        self.commit_record(record)
     }
 
     /// A served blob, streamed and checked against its digest as it is read.
@@ -116,21 +138,12 @@ impl Cache {
 mod tests {
     use super::*;
 
-    fn descriptor(bytes: &[u8], media_type: &str) -> Descriptor {
-        Descriptor {
-            media_type: media_type.into(),
-            digest: Digest::of(bytes),
-            size: bytes.len() as u64,
-            platform: None,
-        }
-    }
-
     #[test]
     fn a_blob_is_stored_only_when_its_digest_and_size_match() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), None).unwrap();
         let data = b"layer bytes as served".repeat(100);
-        let blob = descriptor(&data, "application/vnd.oci.image.layer.v1.tar+gzip");
+        let blob = Descriptor::of("application/vnd.oci.image.layer.v1.tar+gzip", &data);
         let err = cache
             .store_blob(&data[1..], &blob.digest, blob.size)
             .unwrap_err();
@@ -160,8 +173,8 @@ mod tests {
     fn a_stored_manifest_is_read_back_parsed_and_a_damaged_one_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), None).unwrap();
-        let layer = descriptor(b"l", "application/vnd.oci.image.layer.v1.tar+gzip");
-        let config = descriptor(b"{}", "application/vnd.oci.image.config.v1+json");
+        let layer = Descriptor::of("application/vnd.oci.image.layer.v1.tar+gzip", b"l");
+        let config = Descriptor::of("application/vnd.oci.image.config.v1+json", b"{}");
         let text = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -169,9 +182,9 @@ mod tests {
             "layers": [layer],
         })
         .to_string();
-        let blob = descriptor(
-            text.as_bytes(),
+        let blob = Descriptor::of(
             "application/vnd.oci.image.manifest.v1+json",
+            text.as_bytes(),
         );
         cache
             .store_blob(text.as_bytes(), &blob.digest, blob.size)

@@ -68,6 +68,9 @@ pub struct ArchivePlan {
     pub layout: ArchiveLayout,
     pub format: ArchiveFormat,
     pub images: Vec<ImageId>,
+    /// The names each image (in `images` order) has on the node once loaded: its tags in full,
+    /// and in an OCI layout `repo@digest` too when the registry's manifest goes with it.
+    pub names: Vec<Vec<String>>,
     /// Layers written into the archive, in order.
     pub layers: Vec<DiffId>,
     /// Layers listed in manifest.json but left out.
@@ -193,12 +196,12 @@ impl Cache {
             });
         }
         let mut builder = PartsBuilder::default();
-        match layout {
+        let names = match layout {
             ArchiveLayout::Docker { zstd_members } => {
                 docker_layout(&mut builder, &planned, omit, zstd_members)
             }
             ArchiveLayout::Oci => self.oci_layout(&mut builder, &planned, omit)?,
-        }
+        };
         let (mut layers, mut omitted, mut saved_bytes) = (Vec::new(), Vec::new(), 0);
         for blob in planned.iter().flat_map(|p| &p.layers) {
             if omit.contains(&blob.diff_id) {
@@ -228,6 +231,7 @@ impl Cache {
             layout,
             format,
             images: ids,
+            names,
             layers,
             omitted,
             compressed_bytes,
@@ -238,16 +242,18 @@ impl Cache {
     }
 
     /// `oci-layout`, the blobs, and `index.json` naming each image by its tags and, when it has
-    /// a registry digest, by `repo@digest` too (so a pod naming the digest finds it).
+    /// a registry digest, by `repo@digest` too (so a pod naming the digest finds it). Returns
+    /// each image's names.
     fn oci_layout(
         &self,
         builder: &mut PartsBuilder,
         planned: &[Planned],
         omit: &HashSet<DiffId>,
-    ) -> Result<(), CacheError> {
+    ) -> Result<Vec<Vec<String>>, CacheError> {
         builder.member(LAYOUT_PATH, LAYOUT_CONTENT);
         let mut written: HashSet<Digest> = HashSet::new();
         let mut entries = Vec::new();
+        let mut names = Vec::new();
         for image in planned {
             let served = image.record.manifest.as_ref().filter(|_| {
                 image
@@ -283,7 +289,14 @@ impl Cache {
                     builder.stored(&archive::blob_member(&blob.descriptor.digest), blob.clone());
                 }
             }
-            entries.extend(index_entries(&image.record, &top, served.is_some()));
+            let image_entries = index_entries(&image.record, &top, served.is_some());
+            names.push(
+                image_entries
+                    .iter()
+                    .filter_map(|e| e.annotations.get(NAME_ANNOTATION).cloned())
+                    .collect(),
+            );
+            entries.extend(image_entries);
         }
         let index = LayoutIndex {
             schema_version: 2,
@@ -294,7 +307,7 @@ impl Cache {
             INDEX_PATH,
             &serde_json::to_vec(&index).expect("index.json serialises"),
         );
-        Ok(())
+        Ok(names)
     }
 
     /// Write the planned archive to `out`; returns the bytes written. Every object is checked
@@ -358,8 +371,8 @@ impl Cache {
                     }
                 }
                 Part::Stored(blob) => {
-                    let source = match &blob.stored {
-                        Stored::Object(info) => self.checked_object(info)?,
+                    let source: Box<dyn Read + Send> = match &blob.stored {
+                        Stored::Object(info) => Box::new(self.checked_object(info)?),
                         Stored::Served => self.checked_blob(&blob.descriptor)?,
                     };
                     if zstd {
@@ -413,11 +426,19 @@ impl Cache {
         self.check_once(info.compressed_digest, &path, &what, open)
     }
 
-    /// A served blob, hashed whole before the first byte is sent.
-    fn checked_blob(&self, blob: &Descriptor) -> Result<VerifyingReader, CacheError> {
+    /// A served blob, hashed whole before the first byte is sent; or, while it still
+    /// downloads, followed as it arrives (the download checks it, and a reader sees a
+    /// mismatch as an error at the end).
+    fn checked_blob(&self, blob: &Descriptor) -> Result<Box<dyn Read + Send>, CacheError> {
+        if !self.has_blob(&blob.digest)
+            && let Some(pending) = self.follow_pending(&blob.digest)
+        {
+            return Ok(Box::new(pending));
+        }
         let path = self.blob_path(&blob.digest);
         let what = format!("blob {}", blob.digest);
-        self.check_once(blob.digest, &path, &what, || self.open_blob(blob))
+        let reader = self.check_once(blob.digest, &path, &what, || self.open_blob(blob))?;
+        Ok(Box::new(reader))
     }
 
     /// Hash an object once per process before any of it is sent, so corrupt data never leaves
@@ -525,13 +546,13 @@ impl Cache {
 }
 
 /// `manifest.json`, the configs, and each layer once: layer objects opened unless the loader
-/// reads zstd members, served blobs as they are.
+/// reads zstd members, served blobs as they are. Returns each image's names (its tags).
 fn docker_layout(
     builder: &mut PartsBuilder,
     planned: &[Planned],
     omit: &HashSet<DiffId>,
     zstd_members: bool,
-) {
+) -> Vec<Vec<String>> {
     let member = |blob: &LayerBlob| match (&blob.stored, zstd_members) {
         (Stored::Object(_), false) => archive::layer_member(&blob.diff_id),
         (Stored::Object(_), true) => format!("{}.tar.zst", blob.diff_id.hex()),
@@ -571,6 +592,7 @@ fn docker_layout(
             _ => builder.stored(&member(blob), blob.clone()),
         }
     }
+    manifest.into_iter().map(|entry| entry.repo_tags).collect()
 }
 
 /// A file extension for a layer blob's media type (docker reads the contents, not the name).
@@ -594,12 +616,7 @@ fn qualified(tag: &str) -> String {
 /// served layers): its config and the blob of each layer. The same image gives the same bytes.
 fn synthesised_manifest(image: &Planned) -> (Descriptor, Vec<u8>) {
     let descriptor = |d: &Descriptor| serde_json::json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size});
-    let config = Descriptor {
-        media_type: "application/vnd.oci.image.config.v1+json".into(),
-        digest: image.record.id,
-        size: image.config.len() as u64,
-        platform: None,
-    };
+    let config = Descriptor::of("application/vnd.oci.image.config.v1+json", &image.config);
     let bytes = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MediaType::OciManifest.as_str(),
@@ -607,12 +624,7 @@ fn synthesised_manifest(image: &Planned) -> (Descriptor, Vec<u8>) {
         "layers": image.layers.iter().map(|l| descriptor(&l.descriptor)).collect::<Vec<_>>(),
     }))
     .expect("a manifest serialises");
-    let manifest = Descriptor {
-        media_type: MediaType::OciManifest.as_str().into(),
-        digest: Digest::of(&bytes),
-        size: bytes.len() as u64,
-        platform: None,
-    };
+    let manifest = Descriptor::of(MediaType::OciManifest.as_str(), &bytes);
     (manifest, bytes)
 }
 

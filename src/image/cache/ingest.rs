@@ -215,7 +215,9 @@ impl Cache {
     }
 
     /// [`Cache::ingest`] for async sources (a bollard export stream, an SSH channel's stdout),
-    /// run on a blocking thread so compression does not stall the runtime.
+    /// run on a blocking thread so compression does not stall the runtime. Records are written
+    /// only once the whole archive has been read and checked: a stream cut short (an export
+    /// that failed half-way) ends in an error and records nothing.
     pub async fn ingest_async<R>(
         &self,
         input: R,

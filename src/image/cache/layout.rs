@@ -109,7 +109,11 @@ impl Collected {
         }
         let top = index.unwrap_or(manifest);
         let mut repo_tags: Vec<String> = name.and_then(ImageRef::repo_tag).into_iter().collect();
-        repo_tags.extend(self.docker_tags(&image.config.digest));
+        for tag in self.docker_tags(&image.config.digest) {
+            if !repo_tags.contains(&tag) {
+                repo_tags.push(tag);
+            }
+        }
         let mut documents = Vec::new();
         if all_served {
             documents.push((manifest.clone(), bytes));

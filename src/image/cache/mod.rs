@@ -26,6 +26,7 @@ mod layer;
 mod layout;
 mod lock;
 mod maintenance;
+mod pending;
 
 use std::collections::HashSet;
 use std::fs;
@@ -39,6 +40,7 @@ pub use export::{ArchiveFormat, ArchiveLayout, ArchivePlan, ArchiveReader, layer
 pub use ingest::{IngestReport, IngestedImage};
 pub use layer::LayerInfo;
 pub use maintenance::{PruneReport, VerifyReport};
+pub use pending::BlobWriter;
 
 use super::compression::DEFAULT_ZSTD_LEVEL;
 use super::digest::{DiffId, Digest, ImageId};
@@ -115,6 +117,21 @@ pub struct LayerBlob {
     pub(crate) stored: Stored,
 }
 
+impl LayerBlob {
+    /// The layer's uncompressed size, when the cache knows it (its layer object does).
+    pub fn raw_size(&self) -> Option<u64> {
+        match &self.stored {
+            Stored::Object(info) => Some(info.raw_size),
+            Stored::Served => None,
+        }
+    }
+
+    /// Whether the blob is the one its registry served (so its digest is the registry's).
+    pub fn is_served(&self) -> bool {
+        self.stored == Stored::Served
+    }
+}
+
 /// Where a layer's blob lives in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stored {
@@ -165,8 +182,10 @@ struct Inner {
     root: PathBuf,
     zstd_level: i32,
     locks: Locks,
-    /// Layers whose full sha256 was checked by this process (see `export`).
-    verified: Mutex<HashSet<DiffId>>,
+    /// Objects whose full sha256 was checked by this process (see `export`).
+    verified: Mutex<HashSet<Digest>>,
+    /// Blobs being downloaded, readable meanwhile (see `pending`).
+    pending: pending::Pending,
 }
 
 const SUBDIRS: [&str; 5] = ["blobs/sha256", "layers", "configs", "manifests", "corrupt"];
@@ -198,6 +217,7 @@ impl Cache {
                 zstd_level: zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL),
                 locks,
                 verified: Mutex::new(HashSet::new()),
+                pending: pending::Pending::default(),
             }),
         })
     }
@@ -282,17 +302,25 @@ impl Cache {
     }
 
     /// Whether the image's record, config and a blob of every layer are present (checksums are
-    /// checked when objects are read, not here). The source skips `docker save` for complete
-    /// images.
+    /// checked when objects are read, not here); a blob still downloading is not. The source
+    /// skips `docker save` for complete images.
     pub fn is_complete(&self, id: &ImageId) -> bool {
         let Ok(Some(record)) = self.record(id) else {
             return false;
         };
-        self.config_path(id).is_file() && self.layer_blobs(&record).is_ok()
+        self.config_path(id).is_file()
+            && self.layer_blobs(&record).is_ok_and(|blobs| {
+                blobs.iter().all(|blob| match &blob.stored {
+                    Stored::Served => self.has_blob(&blob.descriptor.digest),
+                    Stored::Object(_) => true,
+                })
+            })
     }
 
     /// The blob of each layer of `record`, base first: the registry's blob when the image came
-    /// from one and the cache holds it, else the layer object.
+    /// from one and the cache holds it, is downloading it, or has no layer object instead (then
+    /// sending it fails until it is fetched: a plan can be made before a layer arrives); else
+    /// the layer object.
     pub fn layer_blobs(&self, record: &ImageRecord) -> Result<Vec<LayerBlob>, CacheError> {
         let served = match &record.manifest {
             Some(manifest) => self.image_manifest(manifest)?.layers,
@@ -303,7 +331,12 @@ impl Cache {
             .iter()
             .enumerate()
             .map(|(i, diff_id)| {
-                if let Some(blob) = served.get(i).filter(|b| self.has_blob(&b.digest)) {
+                let held = |b: &&Descriptor| {
+                    self.has_blob(&b.digest)
+                        || self.is_pending(&b.digest)
+                        || !self.layer_path(diff_id).is_file()
+                };
+                if let Some(blob) = served.get(i).filter(held) {
                     return Ok(LayerBlob {
                         diff_id: *diff_id,
                         descriptor: blob.clone(),

@@ -523,6 +523,13 @@ fn the_oci_archive_of_a_registry_image_carries_its_manifest_and_both_names_and_r
             );
         }
     }
+    assert_eq!(
+        plan.names[0],
+        [
+            "reg:5000/app1:v1".to_string(),
+            format!("reg:5000/app1@{}", layout.manifests[0])
+        ]
+    );
     let index = layout_index(&archive);
     let names: Vec<(String, Digest)> = index
         .manifests

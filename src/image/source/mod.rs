@@ -1,5 +1,5 @@
 //! Filling the cache from a download delegate's daemon: the local Docker daemon (`localhost`)
-//! or a remote delegate's (`remote`), behind one [`Daemon`] trait.
+//! or a remote delegate's runtime (`runtime::delegate`), behind one [`Daemon`] trait.
 //!
 //! For each image: pull it (Kubespray's retries, transient errors only), inspect its ID, and
 //! if the cache already holds that ID, stop there (Kubespray's `image_changed`). All images
@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub mod localhost;
-pub mod remote;
+pub mod registry;
 
 use crate::image::cache::{Cache, CacheError, IngestReport};
 use crate::image::{ImageId, ImageRef};
@@ -47,6 +47,44 @@ pub enum SourceError {
     Credentials(#[from] CredentialError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    Registry(Box<crate::registry::RegistryError>),
+    #[error("{reference}: the registry served something unusable: {detail}")]
+    Unusable { reference: String, detail: String },
+    #[error("a download task stopped: {0}")]
+    Task(String),
+}
+
+impl From<crate::registry::RegistryError> for SourceError {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        SourceError::Registry(Box::new(e))
+    }
+}
+
+impl SourceError {
+    /// The registry does not have the image, or will not say (a registry answers "denied" for a
+    /// repository that does not exist as often as "not found"), or cannot be reached: the image
+    /// may still be elsewhere.
+    pub fn is_absent(&self) -> bool {
+        use crate::registry::ErrorKind;
+        match self {
+            SourceError::Registry(e) => matches!(
+                e.kind,
+                ErrorKind::NotFound { .. }
+                    | ErrorKind::Denied { .. }
+                    | ErrorKind::Network(_)
+                    | ErrorKind::UnknownHost(_)
+            ),
+            _ => false,
+        }
+    }
+
+    fn unusable(reference: &ImageRef, detail: String) -> SourceError {
+        SourceError::Unusable {
+            reference: reference.to_string(),
+            detail,
+        }
+    }
 }
 
 impl Transient for SourceError {
@@ -54,6 +92,7 @@ impl Transient for SourceError {
         match self {
             SourceError::Pull { .. } => true,
             SourceError::Ssh(e) => e.is_transient(),
+            SourceError::Registry(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -91,7 +130,7 @@ pub struct Inspected {
     pub repo_digests: Vec<String>,
 }
 
-/// A docker daemon that can pull, inspect and save: the local one (bollard) or a remote
+/// A daemon that can pull, inspect and save: the local Docker (bollard) or a remote delegate's
 /// delegate's (over SSH).
 pub trait Daemon {
     /// Where it is, for messages.
