@@ -7,12 +7,39 @@ TESTBED_ID ?= 0
 export TESTBED_ID
 TESTBED_INVENTORY := inventory/$(if $(filter 0,$(TESTBED_ID)),testbed,testbed-$(TESTBED_ID))
 
-.PHONY: help build test lint deps testbed-up testbed-down demo push bench
+# make install: where, as the GNU conventions name it (DESTDIR for staged installs).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR := $(DESTDIR)$(PREFIX)/bin
+MANDIR := $(DESTDIR)$(PREFIX)/share/man/man1
+BASHDIR := $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR := $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR := $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+RELEASE := target/release/dropship
+
+.PHONY: help build test lint deps testbed-up testbed-down demo push bench man completions install
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 build: ## Build the release binary (target/release/dropship)
 	$(CARGO) build --release --locked
+
+man: build ## Man pages from the CLI definitions into target/man (dropship.1, dropship-push.1, ...)
+	$(RELEASE) man target/man
+
+completions: build ## Shell completions (bash, zsh, fish) into target/completions
+	mkdir -p target/completions
+	$(RELEASE) completions bash > target/completions/dropship
+	$(RELEASE) completions zsh > target/completions/_dropship
+	$(RELEASE) completions fish > target/completions/dropship.fish
+
+install: man completions ## Install the binary, man pages and completions under PREFIX (/usr/local; DESTDIR too)
+	install -d $(BINDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
+	install -m 0755 $(RELEASE) $(BINDIR)/dropship
+	install -m 0644 target/man/*.1 $(MANDIR)/
+	install -m 0644 target/completions/dropship $(BASHDIR)/dropship
+	install -m 0644 target/completions/_dropship $(ZSHDIR)/_dropship
+	install -m 0644 target/completions/dropship.fish $(FISHDIR)/dropship.fish
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

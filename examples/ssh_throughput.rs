@@ -72,7 +72,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .select(&args.limit)?
         .into_iter()
         .filter(|h| Some(h) != bastion.as_ref())
-        .map(|h| connection::resolve(&inventory, &h))
+        .map(|h| connection::resolve(&inventory, &h, &connection::Defaults::default()))
         .collect::<Result<Vec<_>, _>>()?;
     let mut options = ConnectOptions {
         bastion_connections: args.pool,

@@ -45,6 +45,16 @@ pub struct GlobalArgs {
     #[arg(short = 'l', long = "limit", value_name = "PATTERN", global = true)]
     pub limit: Option<String>,
 
+    /// Extra variables, highest precedence as in Ansible: KEY=VALUE (strings), a YAML/JSON
+    /// mapping, or @FILE (repeatable; later ones win).
+    #[arg(
+        short = 'e',
+        long = "extra-vars",
+        value_name = "KEY=VALUE|YAML|@FILE",
+        global = true
+    )]
+    pub extra_vars: Vec<String>,
+
     /// Ansible Vault password file, or an executable printing the password (repeatable;
     /// ANSIBLE_VAULT_PASSWORD_FILE adds one, as with ansible).
     #[arg(
@@ -94,6 +104,23 @@ pub enum Command {
     /// Inspect and manage the local image cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  dropship completions bash > /usr/share/bash-completion/completions/dropship
+  dropship completions zsh > /usr/local/share/zsh/site-functions/_dropship
+  dropship completions fish > ~/.config/fish/completions/dropship.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Write the man pages (dropship.1 and one per subcommand) into DIR (`make man`).
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -115,13 +142,19 @@ pub struct InventoryArgs {
 /// How to reach hosts over SSH. Inventory variables supply the defaults; these override them.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ConnectArgs {
-    /// Remote user (default: ansible_user, else the current user).
+    /// Remote user (default: ansible_user, then ansible.cfg's remote_user, then
+    /// ~/.ssh/config's User, else the current user).
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,
 
-    /// Private key file (default: ansible_ssh_private_key_file, then ssh-agent, then ~/.ssh/id_*).
-    #[arg(long, value_name = "FILE")]
+    /// Private key file (default: ansible_ssh_private_key_file, then ansible.cfg's
+    /// private_key_file, then ~/.ssh/config's IdentityFile, then ssh-agent and ~/.ssh/id_*).
+    #[arg(long, visible_alias = "key-file", value_name = "FILE")]
     pub private_key: Option<PathBuf>,
+
+    /// ssh config file instead of ~/.ssh/config and /etc/ssh/ssh_config (/dev/null: none).
+    #[arg(short = 'F', long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
 
     /// Jump host, [user@]host[:port]; overrides the inventory's bastion.
     #[arg(long, value_name = "[USER@]HOST[:PORT]")]
@@ -139,14 +172,35 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub insecure_ignore_host_keys: bool,
 
-    /// Seconds to wait for a TCP connect, SSH handshake, authentication or channel open.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    pub connect_timeout: u64,
+    /// Seconds to wait for a TCP connect, SSH handshake, authentication or channel open
+    /// (1-86400; default: ansible.cfg's timeout, else 10).
+    #[arg(
+        short = 'T',
+        long,
+        visible_alias = "timeout",
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub connect_timeout: Option<u64>,
 
-    /// Parallel hosts at most (like Ansible's forks).
-    #[arg(short = 'f', long, value_name = "N", default_value_t = 10)]
-    pub forks: usize,
+    /// Parallel hosts at most, like Ansible's forks (1-1000; default: ansible.cfg's forks,
+    /// else 10).
+    #[arg(
+        short = 'f',
+        long,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_FORKS)
+    )]
+    pub forks: Option<usize>,
+
+    /// Print the hosts that would be contacted and exit, contacting nothing.
+    #[arg(long)]
+    pub list_hosts: bool,
 }
+
+/// The most parallel hosts `-f` and ansible.cfg's `forks` accept: each is an SSH session,
+/// file descriptors and buffers, and the bastion starts only 8 handshakes at a time anyway.
+pub const MAX_FORKS: u64 = 1000;
 
 #[derive(Debug, Args)]
 pub struct PingArgs {
@@ -204,20 +258,34 @@ pub struct PushArgs {
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
 
-    /// zstd level for the cache (default: from download_compress).
-    #[arg(long, value_name = "1-19")]
+    /// zstd level for the cache, 1-19 (default: from download_compress). Levels 20-22 need
+    /// zstd's --ultra windows, tens of MiB per compression thread: not offered.
+    #[arg(
+        long,
+        value_name = "1-19",
+        value_parser = clap::value_parser!(i32).range(1..=19)
+    )]
     pub zstd_level: Option<i32>,
 
     /// Gather facts and print what would be sent or skipped per host; change nothing.
-    #[arg(long)]
+    #[arg(short = 'C', long)]
     pub check: bool,
 
-    /// Attempts per node (default: download_retries, else 4).
-    #[arg(long, value_name = "N")]
+    /// Attempts per node, at least 1 (default: download_retries, else 4).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub retries: Option<u32>,
 
-    /// Random extra delay bound between attempts, in seconds (default: retry_stagger, else 5).
-    #[arg(long, value_name = "SECONDS")]
+    /// Random extra delay bound between attempts, 0-3600 seconds (default: retry_stagger,
+    /// else 5).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(0..=3600)
+    )]
     pub retry_stagger: Option<u64>,
 
     /// Seed for the retry jitter (reproducible runs).
@@ -294,7 +362,11 @@ pub enum CacheCommand {
     Prune {
         #[command(flatten)]
         cache: CacheDirArgs,
+        /// Remove every image and layer (asks first on a terminal; needs --yes otherwise).
         #[arg(long)]
         all: bool,
+        /// Do not ask before --all.
+        #[arg(short = 'f', long, visible_alias = "force")]
+        yes: bool,
     },
 }

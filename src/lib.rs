@@ -1,6 +1,7 @@
 //! dropship: get container images onto every node of a cluster fast, over plain SSH,
 //! through a bastion. See docs/architecture.md for how the parts fit.
 
+pub mod ansible_cfg;
 pub mod cli;
 pub mod commands;
 pub mod facts;

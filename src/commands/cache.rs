@@ -1,7 +1,7 @@
 //! `dropship cache`: list, import, export, verify and prune the local image cache.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -9,16 +9,31 @@ use anyhow::Context as _;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use crate::cli::{CacheCommand, CacheDirArgs, GlobalArgs};
+use crate::cli::{CacheCommand, CacheDirArgs};
 use crate::image::compression::zstd_level_for_gzip;
 use crate::image::{ArchiveFormat, ArchiveLayout, Cache, Digest, ImageId, LayerBlob};
 use crate::push::kubespray::DownloadSettings;
 
-pub fn run(global: &GlobalArgs, command: &CacheCommand) -> anyhow::Result<ExitCode> {
-    let open = |args: &CacheDirArgs| open(global, args);
+pub fn run(run: &super::Run, command: &CacheCommand) -> anyhow::Result<ExitCode> {
+    let open = |args: &CacheDirArgs| open(run, args);
     match command {
-        CacheCommand::List { cache, json } => list(&open(cache)?, *json),
-        CacheCommand::Import { cache, files } => import(&open(cache)?, files),
+        // Listing a cache that does not exist shows it empty, and does not create it.
+        CacheCommand::List { cache, json } => match existing(run, cache)? {
+            Some(cache) => list(&cache, *json),
+            None => print_listing(&Listing::empty(&cache_dir(run, cache)?), *json),
+        },
+        CacheCommand::Import { cache, files } => {
+            for file in files {
+                if !file.is_file() {
+                    return Err(super::UsageError(format!(
+                        "{}: no such file to import",
+                        file.display()
+                    ))
+                    .into());
+                }
+            }
+            import(&open(cache)?, files)
+        }
         CacheCommand::Export {
             cache,
             images,
@@ -26,21 +41,50 @@ pub fn run(global: &GlobalArgs, command: &CacheCommand) -> anyhow::Result<ExitCo
             zstd,
         } => export(&open(cache)?, images, output, *zstd),
         CacheCommand::Verify { cache } => verify(&open(cache)?),
-        CacheCommand::Prune { cache, all } => prune(&open(cache)?, *all),
+        CacheCommand::Prune { cache, all, yes } => {
+            let cache = open(cache)?;
+            if *all && !yes {
+                confirm_prune_all(&cache)?;
+            }
+            prune(&cache, *all)
+        }
     }
 }
 
-/// `--cache-dir`, else (with `-i`) the inventory's `download_cache_dir`, else the default;
-/// new layers are compressed at the level `download_compress` maps to.
-fn open(global: &GlobalArgs, args: &CacheDirArgs) -> anyhow::Result<Cache> {
-    let settings = if global.inventory.is_empty() {
-        DownloadSettings::default()
-    } else {
-        DownloadSettings::from_inventory(&super::load_inventory(global)?)?
-    };
+/// `--cache-dir`, else (with `-i`, `ANSIBLE_INVENTORY` or ansible.cfg's `inventory`) the
+/// inventory's `download_cache_dir`, else the default; new layers are compressed at the level
+/// `download_compress` maps to.
+fn open(run: &super::Run, args: &CacheDirArgs) -> anyhow::Result<Cache> {
+    let settings = download_settings(run)?;
     let dir = Cache::resolve_dir(args.cache_dir.as_deref(), settings.cache_dir.as_deref());
     Cache::open(&dir, Some(zstd_level_for_gzip(settings.compress)))
         .with_context(|| format!("cannot open the image cache at {}", dir.display()))
+}
+
+fn download_settings(run: &super::Run) -> anyhow::Result<DownloadSettings> {
+    let sources = run.inventory_sources(false);
+    Ok(if sources.is_empty() {
+        DownloadSettings::default()
+    } else {
+        DownloadSettings::from_inventory(&run.load_inventory_from(sources)?)?
+    })
+}
+
+fn cache_dir(run: &super::Run, args: &CacheDirArgs) -> anyhow::Result<std::path::PathBuf> {
+    let settings = download_settings(run)?;
+    Ok(Cache::resolve_dir(
+        args.cache_dir.as_deref(),
+        settings.cache_dir.as_deref(),
+    ))
+}
+
+/// The cache, if its directory exists.
+fn existing(run: &super::Run, args: &CacheDirArgs) -> anyhow::Result<Option<Cache>> {
+    if cache_dir(run, args)?.is_dir() {
+        open(run, args).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 #[derive(Serialize)]
@@ -113,6 +157,27 @@ fn list(cache: &Cache, json: bool) -> anyhow::Result<ExitCode> {
         stored_bytes,
         saved_by_sharing: per_image_total - stored_bytes,
     };
+    print_listing(&listing, json)
+}
+
+impl Listing {
+    fn empty(dir: &Path) -> Listing {
+        Listing {
+            cache_dir: dir.display().to_string(),
+            images: Vec::new(),
+            layers: 0,
+            stored_bytes: 0,
+            saved_by_sharing: 0,
+        }
+    }
+}
+
+/// `HumanBytes` ignores width and alignment: format it first.
+fn bytes(n: u64) -> String {
+    HumanBytes(n).to_string()
+}
+
+fn print_listing(listing: &Listing, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&listing)?);
         return Ok(ExitCode::SUCCESS);
@@ -133,9 +198,9 @@ fn list(cache: &Cache, json: bool) -> anyhow::Result<ExitCode> {
             image.layers,
             image
                 .raw_bytes
-                .map_or_else(|| "(served)".to_string(), |raw| HumanBytes(raw).to_string()),
-            HumanBytes(image.compressed_bytes),
-            HumanBytes(image.shared_bytes),
+                .map_or_else(|| "(served)".to_string(), bytes),
+            bytes(image.compressed_bytes),
+            bytes(image.shared_bytes),
         );
     }
     println!(
@@ -192,8 +257,18 @@ fn export(cache: &Cache, images: &[String], output: &Path, zstd: bool) -> anyhow
     let layout = ArchiveLayout::Docker {
         zstd_members: false,
     };
+    let to_stdout = output == Path::new("-");
+    if to_stdout && std::io::stdout().is_terminal() {
+        // As `docker save`: binary data on a terminal is never what was meant.
+        return Err(super::UsageError(
+            "cache export -o -: refusing to write an archive to a terminal; redirect stdout \
+             or name a file"
+                .into(),
+        )
+        .into());
+    }
     let plan = cache.archive_plan(&ids, &HashSet::new(), layout, format)?;
-    let written = if output == Path::new("-") {
+    let written = if to_stdout {
         cache.write_archive(&plan, std::io::stdout().lock())?
     } else {
         let file = std::fs::File::create(output)
@@ -236,6 +311,27 @@ fn verify(cache: &Cache) -> anyhow::Result<ExitCode> {
             cache.root().display()
         );
         Ok(ExitCode::from(super::EXIT_FAILED))
+    }
+}
+
+/// `prune --all` empties the cache: asked on a terminal, refused without one (pass --yes).
+fn confirm_prune_all(cache: &Cache) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let root = cache.root().display().to_string();
+    if !std::io::stdin().is_terminal() {
+        return Err(super::UsageError(format!(
+            "cache prune --all removes every image in {root}: pass --yes to confirm \
+             (no terminal to ask on)"
+        ))
+        .into());
+    }
+    eprint!("Remove every image and layer in {root}? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        anyhow::bail!("cache prune --all: not confirmed, nothing removed")
     }
 }
 

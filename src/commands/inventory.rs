@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::{GlobalArgs, InventoryArgs};
+use crate::cli::InventoryArgs;
 use crate::inventory::render;
 
-pub fn run(global: &GlobalArgs, args: &InventoryArgs) -> anyhow::Result<ExitCode> {
-    let inventory = super::load_inventory(global).context("reading the inventory")?;
+pub fn run(run: &super::Run, args: &InventoryArgs) -> anyhow::Result<ExitCode> {
+    let global = &run.global;
+    let inventory = run.load_inventory().context("reading the inventory")?;
     let output = if let Some(host) = &args.host {
         render::to_ansible_json(&render::host(&inventory, host)?)
     } else if let Some(group) = &args.graph {

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use crate::cli::{GlobalArgs, PingArgs};
+use crate::cli::PingArgs;
 use crate::facts::{self, Facts};
 use crate::inventory::connection;
 use crate::inventory::host_vars::HostVars;
@@ -17,21 +17,28 @@ use crate::push::plan::runtime_of;
 use crate::runtime::Runtime;
 use crate::ssh::{Connector, Hop, Host};
 
-use super::{connect_options, write_json};
+use super::write_json;
 
-pub async fn run(global: &GlobalArgs, args: &PingArgs) -> anyhow::Result<ExitCode> {
-    let inventory = super::load_inventory(global)?;
-    let hosts = connection::targets(&inventory, global.limit.as_deref().unwrap_or("all"))?;
+pub async fn run(run: &super::Run, args: &PingArgs) -> anyhow::Result<ExitCode> {
+    let limit = run.global.limit.as_deref();
+    let inventory = run.load_inventory()?;
+    if args.connect.list_hosts {
+        return super::list_hosts(&inventory, limit);
+    }
+    let defaults = run.connection_defaults(&args.connect)?;
+    let hosts = connection::targets(&inventory, limit.unwrap_or("all"), &defaults)?;
     let runtimes = hosts
         .iter()
         .map(|host| runtime_of(&HostVars::new(&inventory, host.name())))
         .collect::<Result<Vec<_>, _>>()?;
     let local_release_dir = DownloadSettings::from_inventory(&inventory)?.local_release_dir;
+    let connector = Connector::new(run.connect_options(&args.connect, &defaults)?);
+    super::log_hosts(&connector, &hosts);
     let report = ping(
-        &Connector::new(connect_options(&args.connect)?),
+        &connector,
         hosts.into_iter().zip(runtimes).collect(),
         &local_release_dir,
-        args.connect.forks,
+        run.forks(&args.connect)?,
     )
     .await;
     print!("{}", report.render());
@@ -93,7 +100,7 @@ pub async fn ping(
         let result = connector.check_bastion(jump).await;
         BastionReport {
             name: jump.name.clone(),
-            address: format!("{}:{}", jump.address, jump.port),
+            address: format!("{}:{}", jump.address, jump.port()),
             reachable: result.is_ok(),
             error: result.err().map(|e| e.to_string()),
         }

@@ -5,17 +5,21 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::{GlobalArgs, PushArgs};
+use crate::cli::PushArgs;
 use crate::image::{Cache, ImageRef};
 use crate::push::plan;
 use crate::push::progress::Progress;
 use crate::push::report::RunReport;
 use crate::ssh::Connector;
 
-use super::{UsageError, connect_options, write_json};
+use super::{UsageError, write_json};
 
-pub async fn run(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<ExitCode> {
-    let inventory = super::load_inventory(global)?;
+pub async fn run(run: &super::Run, args: &PushArgs) -> anyhow::Result<ExitCode> {
+    let global = &run.global;
+    let inventory = run.load_inventory()?;
+    if args.connect.list_hosts {
+        return super::list_hosts(&inventory, global.limit.as_deref());
+    }
     let mut requested = args
         .images
         .iter()
@@ -24,9 +28,23 @@ pub async fn run(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<ExitCod
     if let Some(file) = &args.images_file {
         requested.extend(read_images_file(file)?);
     }
-    let plan = plan::build(&inventory, global.limit.as_deref(), args, requested)
-        .map_err(|e| UsageError(e.to_string()))?;
-    let connector = Connector::new(connect_options(&args.connect)?);
+    let defaults = run.connection_defaults(&args.connect)?;
+    let forks = run.forks(&args.connect)?;
+    let plan = plan::build(
+        &inventory,
+        global.limit.as_deref(),
+        args,
+        requested,
+        &plan::Context {
+            connection: &defaults,
+            forks,
+            connect_timeout: run.connect_timeout(&args.connect)?,
+        },
+    )
+    .map_err(|e| UsageError(e.to_string()))?;
+    let connector = Connector::new(run.connect_options(&args.connect, &defaults)?);
+    let planned: Vec<_> = plan.targets.iter().map(|t| t.host.clone()).collect();
+    super::log_hosts(&connector, &planned);
     let cache = Cache::open(&plan.cache_dir, Some(plan.zstd_level))
         .with_context(|| format!("opening the image cache {}", plan.cache_dir.display()))?;
     let shutdown = crate::shutdown::signals().context("listening for signals")?;

@@ -11,6 +11,7 @@
 //! (`Inventory::load_with`), as in Ansible.
 
 pub mod connection;
+pub mod extra_vars;
 pub mod host_vars;
 mod hostpattern;
 mod ini;
@@ -67,6 +68,8 @@ pub enum InventoryError {
     Pattern { pattern: String, message: String },
     #[error("host '{host}': {message}")]
     Host { host: String, message: String },
+    #[error("-e '{value}': {message}")]
+    ExtraVars { value: String, message: String },
 }
 
 /// Variables Ansible never shows in `ansible-inventory` output (its INTERNAL_STATIC_VARS).
@@ -119,6 +122,8 @@ pub struct Inventory {
     data: InventoryData,
     source_vars: Vec<SourceVars>,
     vaulted: InlineValues,
+    /// `-e`: above everything else, as in Ansible.
+    extra_vars: Vars,
 }
 
 impl Inventory {
@@ -150,6 +155,11 @@ impl Inventory {
             path: sources[0].clone(),
             message: e.to_string(),
         })?;
+        for host in data.hosts.keys().filter(|h| data.groups.contains_key(*h)) {
+            // Ansible's words; in an INI file such a host's inline variables became the group's,
+            // which group_vars/all then overrides (inventory/sample's bastion).
+            crate::logging::warn_once(format!("Found both group and host with same name: {host}"));
+        }
         let mut source_vars = Vec::new();
         for source in sources {
             // Ansible looks next to a file source, and inside a directory source.
@@ -178,7 +188,14 @@ impl Inventory {
             data,
             source_vars,
             vaulted,
+            extra_vars: Vars::new(),
         })
+    }
+
+    /// The inventory with `-e` extra variables over every host's own (see `extra_vars`).
+    pub fn with_extra_vars(mut self, vars: Vars) -> Inventory {
+        self.extra_vars = vars;
+        self
     }
 
     /// All host names in inventory order (the order hosts were first defined).
@@ -238,6 +255,7 @@ impl Inventory {
         }
         layers.push(&entry.vars);
         layers.extend(self.source_vars.iter().filter_map(|s| s.hosts.get(host)));
+        layers.push(&self.extra_vars);
         Some(layers)
     }
 

@@ -90,7 +90,17 @@ pub(super) fn parse_source(
     };
     // Like Ansible, a source the YAML reader rejects is offered to the INI reader next.
     match ini::parse(data, &text) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            if let Some((line, message, _)) = yaml_error.filter(|_| !ext.is_empty()) {
+                // Ansible says nothing here; a `.yml` that is INI is more often a YAML mistake.
+                let at = line.map(|l| format!(":{l}")).unwrap_or_default();
+                crate::logging::warn_once(format!(
+                    "{}{at}: not a YAML inventory ({message}); read as INI, as Ansible does",
+                    source.display()
+                ));
+            }
+            Ok(())
+        }
         Err(ini_error) => match yaml_error {
             Some((line, message, loaded_a_mapping)) if !ext.is_empty() || loaded_a_mapping => {
                 Err(parse_error(line, message))

@@ -1,6 +1,10 @@
 //! The OpenSSH arguments an inventory passes to `ssh` (`ansible_ssh_common_args`,
 //! `ansible_ssh_extra_args`): the jump host they name (`ProxyCommand="ssh -W %h:%p …"`,
-//! `ProxyJump=`, `-J`), `UserKnownHostsFile` and `StrictHostKeyChecking`.
+//! `ProxyJump=`, `-J`), `UserKnownHostsFile`, `StrictHostKeyChecking` and the ssh config file
+//! (`-F FILE`).
+//!
+//! As on ssh's command line, the first `-o` value given for an option wins (so `ansible.cfg`'s
+//! `ssh_args`, which Ansible puts first, win over the inventory's), and the last `-F`.
 //!
 //! Hand-written because it must read these strings exactly as OpenSSH does; an option it does
 //! not know is an error rather than silently ignored, since it may change where ssh connects.
@@ -40,7 +44,23 @@ const HARMLESS_FLAGS: &[&str] = &["-q", "-C", "-T", "-A", "-a", "-x"];
 pub(super) enum JumpSetting {
     Unset,
     Disabled,
-    Explicit(Box<Hop>),
+    Explicit(Box<Jump>),
+}
+
+/// A jump host as an ssh command line names it, and which ssh config its own ssh reads.
+pub(super) struct Jump {
+    pub(super) hop: Hop,
+    pub(super) config: JumpConfig,
+}
+
+/// The ssh config a jump host's login reads.
+pub(super) enum JumpConfig {
+    /// `ProxyJump`/`-J`: ssh passes its own `-F` on, so the same as the host behind it.
+    SameAsTarget,
+    /// A ProxyCommand's ssh without `-F`: the default (`~/.ssh/config`, or dropship's `-F`).
+    Default,
+    /// A ProxyCommand's `ssh -F FILE`.
+    File(PathBuf),
 }
 
 /// What dropship reads from a host's ssh arguments.
@@ -48,6 +68,8 @@ pub(super) struct SshArgs {
     pub(super) jump: JumpSetting,
     pub(super) known_hosts: Option<PathBuf>,
     pub(super) strict_host_key_checking: Option<StrictHostKeyChecking>,
+    /// `-F FILE`: the ssh config file instead of `~/.ssh/config` (`/dev/null`: none).
+    pub(super) config_file: Option<PathBuf>,
 }
 
 impl SshArgs {
@@ -56,10 +78,11 @@ impl SshArgs {
             jump: JumpSetting::Unset,
             known_hosts: None,
             strict_host_key_checking: None,
+            config_file: None,
         }
     }
 
-    /// Read one argument string (later strings override earlier ones, as ssh's do).
+    /// Read one argument string, after the earlier ones on the same ssh command line.
     pub(super) fn read(&mut self, text: &str) -> Result<(), String> {
         let tokens = shlex::split(text, false).map_err(|e| e.to_string())?;
         parse_outer_args(&tokens, self)
@@ -72,11 +95,18 @@ fn parse_outer_args(tokens: &[String], args: &mut SshArgs) -> Result<(), String>
     while let Some(token) = tokens.next() {
         if let Some(option) = flag_value(token, "-o", &mut tokens)? {
             let (key, value) = split_option(&option)?;
+            let unset_jump = matches!(args.jump, JumpSetting::Unset);
             match key.as_str() {
-                "proxycommand" => args.jump = proxy_command(&value)?,
-                "proxyjump" => args.jump = proxy_jump(&value)?,
-                "userknownhostsfile" => args.known_hosts = Some(expand_home(&value)),
-                "stricthostkeychecking" => args.strict_host_key_checking = Some(strict(&value)?),
+                "proxycommand" if unset_jump => args.jump = proxy_command(&value)?,
+                "proxyjump" if unset_jump => args.jump = proxy_jump(&value)?,
+                "proxycommand" | "proxyjump" => {}
+                "userknownhostsfile" => {
+                    args.known_hosts.get_or_insert_with(|| expand_home(&value));
+                }
+                "stricthostkeychecking" => {
+                    let value = strict(&value)?;
+                    args.strict_host_key_checking.get_or_insert(value);
+                }
                 k if HARMLESS_OPTIONS.contains(&k) => {}
                 _ => {
                     return Err(format!(
@@ -85,7 +115,11 @@ fn parse_outer_args(tokens: &[String], args: &mut SshArgs) -> Result<(), String>
                 }
             }
         } else if let Some(spec) = flag_value(token, "-J", &mut tokens)? {
-            args.jump = proxy_jump(&spec)?;
+            if matches!(args.jump, JumpSetting::Unset) {
+                args.jump = proxy_jump(&spec)?;
+            }
+        } else if let Some(file) = flag_value(token, "-F", &mut tokens)? {
+            args.config_file = Some(expand_home(&file));
         } else if !HARMLESS_FLAGS.contains(&token.as_str()) {
             return Err(format!("unsupported ssh argument '{token}'"));
         }
@@ -122,18 +156,13 @@ fn split_option(option: &str) -> Result<(String, String), String> {
 }
 
 fn strict(value: &str) -> Result<StrictHostKeyChecking, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "yes" | "ask" => Ok(StrictHostKeyChecking::Yes),
-        "accept-new" => Ok(StrictHostKeyChecking::AcceptNew),
-        "no" | "off" => Ok(StrictHostKeyChecking::No),
-        other => Err(format!(
-            "StrictHostKeyChecking={other} is not yes, accept-new or no"
-        )),
-    }
+    StrictHostKeyChecking::parse(value)
+        .ok_or_else(|| format!("StrictHostKeyChecking={value} is not yes, accept-new or no"))
 }
 
-/// `ssh -W %h:%p [-p P] [-i KEY] [-l USER] [-o Opt=val ...] [user@]host`, Kubespray's form.
-fn proxy_command(command: &str) -> Result<JumpSetting, String> {
+/// `ssh -W %h:%p [-p P] [-i KEY] [-l USER] [-F FILE] [-o Opt=val ...] [user@]host`, Kubespray's
+/// form. The jump host reads `-F`'s file, or the default ssh config when there is none.
+pub(super) fn proxy_command(command: &str) -> Result<JumpSetting, String> {
     if command.eq_ignore_ascii_case("none") {
         return Ok(JumpSetting::Disabled);
     }
@@ -152,7 +181,7 @@ fn proxy_command(command: &str) -> Result<JumpSetting, String> {
     }
     let mut forward = false;
     let (mut port, mut user, mut key, mut destination) = (None, None, None, None);
-    let (mut known_hosts, mut strict_checking) = (None, None);
+    let (mut known_hosts, mut strict_checking, mut config_file) = (None, None, None);
     while let Some(token) = tokens.next() {
         if let Some(target) = flag_value(token, "-W", &mut tokens)? {
             if target != "%h:%p" && target != "[%h]:%p" {
@@ -171,13 +200,7 @@ fn proxy_command(command: &str) -> Result<JumpSetting, String> {
         } else if let Some(l) = flag_value(token, "-l", &mut tokens)? {
             user = Some(l);
         } else if let Some(config) = flag_value(token, "-F", &mut tokens)? {
-            // Kubespray's ssh-bastion.conf uses `-F /dev/null`; another file would hold settings
-            // we do not read.
-            if config != "/dev/null" {
-                return Err(format!(
-                    "ProxyCommand reads ssh config '{config}', which dropship does not"
-                ));
-            }
+            config_file = Some(expand_home(&config));
         } else if let Some(option) = flag_value(token, "-o", &mut tokens)? {
             let (name, value) = split_option(&option)?;
             match name.as_str() {
@@ -208,18 +231,22 @@ fn proxy_command(command: &str) -> Result<JumpSetting, String> {
     }
     let destination = destination.filter(|_| forward).ok_or_else(unsupported)?;
     let destination = Destination::parse(&destination)?;
-    Ok(JumpSetting::Explicit(Box::new(Hop {
-        port: port.or(destination.port).unwrap_or(22),
-        user: destination.user.clone().or(user),
-        private_key: key,
-        known_hosts,
-        strict_host_key_checking: strict_checking,
-        ..destination.hop()
+    Ok(JumpSetting::Explicit(Box::new(Jump {
+        hop: Hop {
+            port: port.or(destination.port),
+            user: destination.user.clone().or(user),
+            private_key: key,
+            known_hosts,
+            strict_host_key_checking: strict_checking,
+            ..destination.hop()
+        },
+        config: config_file.map_or(JumpConfig::Default, JumpConfig::File),
     })))
 }
 
-/// `[user@]host[:port]` (one hop), or `none`.
-fn proxy_jump(spec: &str) -> Result<JumpSetting, String> {
+/// `[user@]host[:port]` (one hop), or `none`. Like `ssh -J`, the jump host reads the same ssh
+/// config file as the host behind it.
+pub(super) fn proxy_jump(spec: &str) -> Result<JumpSetting, String> {
     if spec.eq_ignore_ascii_case("none") {
         return Ok(JumpSetting::Disabled);
     }
@@ -229,7 +256,8 @@ fn proxy_jump(spec: &str) -> Result<JumpSetting, String> {
         ));
     }
     let spec = spec.strip_prefix("ssh://").unwrap_or(spec);
-    Ok(JumpSetting::Explicit(Box::new(
-        Destination::parse(spec)?.hop(),
-    )))
+    Ok(JumpSetting::Explicit(Box::new(Jump {
+        hop: Destination::parse(spec)?.hop(),
+        config: JumpConfig::SameAsTarget,
+    })))
 }

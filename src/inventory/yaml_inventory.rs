@@ -38,7 +38,13 @@ fn parse_group(
     let entries = match body {
         Yaml::Map(entries) => Some(entries),
         Yaml::Null => None,
-        _ => return Ok(None),
+        _ => {
+            crate::logging::warn_once(format!(
+                "Skipping '{}' as this is not a valid group definition",
+                name.key_string()
+            ));
+            return Ok(None);
+        }
     };
     let group = group_name(name)?;
     data.add_group(&group)
@@ -64,6 +70,13 @@ fn parse_group(
             (_, v) => v.clone(),
         };
         let Yaml::Map(items) = value else {
+            if !matches!(value, Yaml::Null) {
+                crate::logging::warn_once(format!(
+                    "Skipping key ({}) in group ({group}) as it is not a mapping, it is a {}",
+                    key.key_string(),
+                    value.type_name()
+                ));
+            }
             continue;
         };
         match section {
@@ -85,7 +98,10 @@ fn parse_group(
                     add_hosts(data, &group, pattern, vars)?;
                 }
             }
-            _ => {}
+            _ => crate::logging::warn_once(format!(
+                "Skipping unexpected key ({}) in group ({group}), only \"vars\", \"children\" and \"hosts\" are valid",
+                key.key_string()
+            )),
         }
     }
     Ok(Some(group))

@@ -143,7 +143,12 @@ mod tests {
             unreachable!()
         };
         let images = vec![crate::image::ImageRef::parse("registry.testbed:5000/app:v1").unwrap()];
-        plan::build(&inventory, None, &args, images).unwrap()
+        let context = plan::Context {
+            connection: &crate::inventory::connection::Defaults::default(),
+            forks: 10,
+            connect_timeout: std::time::Duration::from_secs(10),
+        };
+        plan::build(&inventory, None, &args, images, &context).unwrap()
     }
 
     /// Nodes that accept TCP and then never answer: without the shutdown, each would sit in

@@ -130,6 +130,14 @@ pub enum PlanError {
     Source(String),
 }
 
+/// What the edge resolved from ansible.cfg and the ssh config, with the flags over them.
+pub struct Context<'a> {
+    pub connection: &'a connection::Defaults,
+    pub forks: usize,
+    /// `-T`, else ansible.cfg's `timeout`, else 10 s: also the registry's connect timeout.
+    pub connect_timeout: std::time::Duration,
+}
+
 /// `requested` are the images from `--image` and `--images-file`; without any, the
 /// inventory's `dropship_images` list is used.
 pub fn build(
@@ -137,10 +145,11 @@ pub fn build(
     limit: Option<&str>,
     args: &PushArgs,
     requested: Vec<ImageRef>,
+    context: &Context,
 ) -> Result<Plan, PlanError> {
     let download = DownloadSettings::from_inventory(inventory)?;
     let pattern = limit.unwrap_or("all");
-    let targets = connection::targets(inventory, pattern)?
+    let targets = connection::targets(inventory, pattern, context.connection)?
         .into_iter()
         .map(|host| {
             let vars = HostVars::new(inventory, host.name());
@@ -181,7 +190,7 @@ pub fn build(
         .map(Platform::parse)
         .transpose()
         .map_err(PlanError::Platform)?;
-    let delegate = delegate(inventory, args.delegate.as_deref(), &download)?;
+    let delegate = delegate(inventory, args.delegate.as_deref(), &download, context)?;
     let delegate_runtime = match delegate.host_name() {
         Some(name) => runtime_of(&HostVars::new(inventory, name))?,
         None => None,
@@ -190,7 +199,7 @@ pub fn build(
         targets,
         delegate,
         delegate_runtime,
-        local_source: local_source(inventory, args)?,
+        local_source: local_source(inventory, args, context.connect_timeout)?,
         images,
         settings: PushSettings {
             retry: RetryPolicy::new(
@@ -198,7 +207,7 @@ pub fn build(
                 args.retry_stagger.unwrap_or(download.retry_stagger),
             ),
             seed: args.seed,
-            forks: args.connect.forks,
+            forks: context.forks,
             keep_remote_cache: args.keep_remote_cache || download.keep_remote_cache,
             local_release_dir: download.local_release_dir.clone(),
             delta: !args.no_delta,
@@ -258,7 +267,11 @@ fn target_platform(vars: &HostVars) -> Result<Option<Platform>, PlanError> {
 }
 
 /// `--source`, else `dropship_image_source`, else `auto`; and how to reach the registries.
-fn local_source(inventory: &Inventory, args: &PushArgs) -> Result<LocalSource, PlanError> {
+fn local_source(
+    inventory: &Inventory,
+    args: &PushArgs,
+    connect_timeout: std::time::Duration,
+) -> Result<LocalSource, PlanError> {
     let chosen = match args.source {
         Some(source) => source,
         None => match images_source_var(inventory)?.as_deref() {
@@ -285,7 +298,7 @@ fn local_source(inventory: &Inventory, args: &PushArgs) -> Result<LocalSource, P
             .chain(args.registry_cas.iter().cloned())
             .collect(),
         mirrors: Mirrors::from_kubespray(&settings.mirrors)?,
-        connect_timeout: std::time::Duration::from_secs(args.connect.connect_timeout.max(1)),
+        connect_timeout,
         ..defaults
     };
     Ok(LocalSource::Registry {
@@ -307,6 +320,7 @@ fn delegate(
     inventory: &Inventory,
     flag: Option<&str>,
     download: &DownloadSettings,
+    context: &Context,
 ) -> Result<Delegate, PlanError> {
     let name = match flag {
         Some("localhost") => return Ok(Delegate::Localhost),
@@ -323,7 +337,9 @@ fn delegate(
         },
     };
     Ok(Delegate::Host(Box::new(connection::resolve(
-        inventory, &name,
+        inventory,
+        &name,
+        context.connection,
     )?)))
 }
 
@@ -331,6 +347,21 @@ fn delegate(
 mod tests {
     use super::*;
     use crate::inventory::testing::load_ini as inventory;
+
+    /// `super::build` without ansible.cfg or an ssh config; forks from `-f`, else 10.
+    fn build(
+        inventory: &Inventory,
+        limit: Option<&str>,
+        args: &PushArgs,
+        requested: Vec<ImageRef>,
+    ) -> Result<Plan, PlanError> {
+        let context = Context {
+            connection: &connection::Defaults::default(),
+            forks: args.connect.forks.unwrap_or(10),
+            connect_timeout: std::time::Duration::from_secs(10),
+        };
+        super::build(inventory, limit, args, requested, &context)
+    }
     use clap::Parser;
 
     fn args(extra: &[&str]) -> PushArgs {

@@ -140,6 +140,7 @@ pub(crate) async fn authenticate(
             .await
             .map_err(protocol)?
         {
+            accepted(host, user, &tried);
             return Ok(());
         }
         if let Err(reason) = &file.key {
@@ -162,6 +163,7 @@ pub(crate) async fn authenticate(
         .await
         .map_err(protocol)?
     {
+        accepted(host, user, &tried);
         return Ok(());
     }
     for file in key_files.iter().filter(|f| !f.explicit) {
@@ -169,6 +171,7 @@ pub(crate) async fn authenticate(
             .await
             .map_err(protocol)?
         {
+            accepted(host, user, &tried);
             return Ok(());
         }
     }
@@ -177,6 +180,12 @@ pub(crate) async fn authenticate(
         user: user.to_string(),
         tried,
     })
+}
+
+/// `-vv`: which method got in (a key file's path or an agent key's fingerprint, never a key).
+fn accepted(host: &str, user: &str, tried: &[String]) {
+    let method = tried.last().map(String::as_str).unwrap_or("none");
+    tracing::debug!("{host}: authenticated as {user} with publickey: {method}");
 }
 
 /// The RSA signature hash the server accepts (rsa-sha2-512/256), asked once per connection;

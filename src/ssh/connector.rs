@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::auth::{self, KeyStore};
 use super::bastion::{BastionLease, BastionPool};
-use super::host::{Hop, Host};
+use super::host::{Hop, Host, Source};
 use super::host_keys::{Client, ClientError, HostKeyCheck};
 use super::options::{ConnectOptions, current_user};
 use super::session::Session;
@@ -71,17 +71,17 @@ impl Connector {
     /// A `--bastion` names no key or known_hosts file, so it uses the target's.
     pub fn jump_for(&self, host: &Host) -> Option<Hop> {
         match &self.inner.options.bastion {
-            Some(bastion) => Some(Hop {
-                private_key: bastion
-                    .private_key
-                    .clone()
-                    .or_else(|| host.hop.private_key.clone()),
-                known_hosts: bastion
-                    .known_hosts
-                    .clone()
-                    .or_else(|| host.hop.known_hosts.clone()),
-                ..bastion.clone()
-            }),
+            Some(bastion) => {
+                let mut jump = bastion.clone();
+                if jump.private_key.is_none() {
+                    jump.private_key = host.hop.private_key.clone();
+                    jump.sources.private_key = host.hop.sources.private_key.clone();
+                }
+                if jump.known_hosts.is_none() {
+                    jump.known_hosts = host.hop.known_hosts.clone();
+                }
+                Some(jump)
+            }
             None => host.jump.clone(),
         }
     }
@@ -134,30 +134,54 @@ impl Connector {
     /// A hop with the flags applied: `--private-key` and `--known-hosts` replace the
     /// inventory's everywhere; `--user` replaces a target's user, and is a bastion's only when
     /// the bastion names none.
+    fn with_flags(&self, hop: &Hop, role: Role) -> Hop {
+        let options = &self.inner.options;
+        let mut hop = hop.clone();
+        let flag_user = match role {
+            Role::Target => options.user.is_some(),
+            Role::Bastion => hop.user.is_none() && options.user.is_some(),
+        };
+        if flag_user {
+            (hop.user, hop.sources.user) = (options.user.clone(), Source::Flag);
+        }
+        if let Some(key) = &options.private_key {
+            (hop.private_key, hop.sources.private_key) = (Some(key.clone()), Source::Flag);
+        }
+        if let Some(known_hosts) = &options.known_hosts {
+            hop.known_hosts = Some(known_hosts.clone());
+        }
+        hop
+    }
+
     fn endpoint(&self, hop: &Hop, role: Role) -> Endpoint {
         let options = &self.inner.options;
-        let user = match role {
-            Role::Target => options.user.clone().or_else(|| hop.user.clone()),
-            Role::Bastion => hop.user.clone().or_else(|| options.user.clone()),
-        };
+        let hop = self.with_flags(hop, role);
         Endpoint {
             check: HostKeyCheck {
                 host: hop.name.clone(),
                 address: hop.address.clone(),
-                port: hop.port,
-                known_hosts: options
-                    .known_hosts
-                    .clone()
-                    .or_else(|| hop.known_hosts.clone())
+                port: hop.port(),
+                known_hosts: (hop.known_hosts.clone())
                     .unwrap_or_else(super::known_hosts::default_path),
                 unknown: options.unknown_host_policy(&hop.name, hop.strict_host_key_checking),
             },
-            user: user.unwrap_or_else(current_user),
-            private_key: options
-                .private_key
-                .clone()
-                .or_else(|| hop.private_key.clone()),
+            user: hop.user.unwrap_or_else(current_user),
+            private_key: hop.private_key,
         }
+    }
+
+    /// One line for `-v`: where `host` is reached, as whom, through which jump host, and where
+    /// each of those came from (flag, inventory, ansible.cfg, ssh_config file:line, default).
+    pub fn describe(&self, host: &Host) -> String {
+        let mut line = describe_hop(&self.with_flags(&host.hop, Role::Target));
+        match self.jump_for(host) {
+            Some(jump) => {
+                line.push_str(" via ");
+                line.push_str(&describe_hop(&self.with_flags(&jump, Role::Bastion)));
+            }
+            None => line.push_str(" direct"),
+        }
+        line
     }
 
     fn bastion_pool(&self, jump: &Hop) -> Arc<BastionPool> {
@@ -345,6 +369,26 @@ impl Connector {
                 after,
             })
     }
+}
+
+/// `name user@address:port key FILE (address: inventory, port: default, ...)`.
+fn describe_hop(hop: &Hop) -> String {
+    let user = hop.user.clone().unwrap_or_else(current_user);
+    let key = match &hop.private_key {
+        Some(path) => path.display().to_string(),
+        None => "ssh-agent, ~/.ssh/id_*".to_string(),
+    };
+    let s = &hop.sources;
+    format!(
+        "{} {user}@{}:{} key {key} (address: {}, port: {}, user: {}, key: {})",
+        hop.name,
+        hop.address,
+        hop.port(),
+        s.address,
+        s.port,
+        s.user,
+        s.private_key
+    )
 }
 
 /// Why the bastion would not open a tunnel, in words.

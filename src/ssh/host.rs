@@ -16,6 +16,55 @@ pub enum StrictHostKeyChecking {
     No,
 }
 
+impl StrictHostKeyChecking {
+    /// OpenSSH's spellings (`ask` is `yes` without a terminal to ask on).
+    pub fn parse(value: &str) -> Option<StrictHostKeyChecking> {
+        match value.to_ascii_lowercase().as_str() {
+            "yes" | "ask" => Some(StrictHostKeyChecking::Yes),
+            "accept-new" => Some(StrictHostKeyChecking::AcceptNew),
+            "no" | "off" => Some(StrictHostKeyChecking::No),
+            _ => None,
+        }
+    }
+}
+
+/// Where a hop's setting came from, for `-v`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Source {
+    /// Nothing set it: OpenSSH's default (port 22, the local user, the default keys).
+    #[default]
+    Default,
+    /// A dropship flag.
+    Flag,
+    /// An inventory variable (or `-e`), or the ssh arguments it holds.
+    Inventory,
+    /// `ansible.cfg` or its `ANSIBLE_*` environment variable.
+    AnsibleCfg,
+    /// A line of an ssh config file (`file:line`).
+    SshConfig(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::Flag => f.write_str("flag"),
+            Source::Inventory => f.write_str("inventory"),
+            Source::AnsibleCfg => f.write_str("ansible.cfg"),
+            Source::SshConfig(at) => write!(f, "ssh_config {at}"),
+        }
+    }
+}
+
+/// Where a hop's address, port, user and key came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sources {
+    pub address: Source,
+    pub port: Source,
+    pub user: Source,
+    pub private_key: Source,
+}
+
 /// Privilege escalation for remote commands (`ansible_become`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Become {
@@ -30,27 +79,47 @@ pub struct Hop {
     /// Inventory name, or the address when the hop is not an inventory host: what messages say.
     pub name: String,
     pub address: String,
-    pub port: u16,
+    /// `None` means OpenSSH's default, 22.
+    pub port: Option<u16>,
     /// `None` means the current user (for a jump host: the target's `--user`, then that).
     pub user: Option<String>,
     pub private_key: Option<PathBuf>,
     /// `UserKnownHostsFile`; `None` means `~/.ssh/known_hosts`.
     pub known_hosts: Option<PathBuf>,
     pub strict_host_key_checking: Option<StrictHostKeyChecking>,
+    pub sources: Sources,
 }
 
+/// OpenSSH's port when nothing names one.
+pub const DEFAULT_PORT: u16 = 22;
+
 impl Hop {
-    /// A hop named after its address, with nothing else set.
+    /// A hop named after its address, with nothing else set but its port and user.
     pub fn to(address: &str, port: u16, user: Option<String>) -> Hop {
+        Hop {
+            port: Some(port),
+            user,
+            ..Hop::named(address)
+        }
+    }
+
+    /// A hop named after its address, with nothing else set.
+    pub fn named(address: &str) -> Hop {
         Hop {
             name: address.to_string(),
             address: address.to_string(),
-            port,
-            user,
+            port: None,
+            user: None,
             private_key: None,
             known_hosts: None,
             strict_host_key_checking: None,
+            sources: Sources::default(),
         }
+    }
+
+    /// The port to connect to.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_PORT)
     }
 }
 
@@ -112,9 +181,13 @@ impl Destination {
         Ok(Destination { user, host, port })
     }
 
-    /// The hop this destination names, port 22 unless it says.
+    /// The hop this destination names; the port and user stay unset unless it says.
     pub fn hop(self) -> Hop {
-        Hop::to(&self.host, self.port.unwrap_or(22), self.user)
+        Hop {
+            port: self.port,
+            user: self.user,
+            ..Hop::named(&self.host)
+        }
     }
 }
 

@@ -196,7 +196,7 @@ fn hashed_matches(name: &str, salt_and_hash: &str) -> bool {
 }
 
 /// `*` any run of characters, `?` exactly one.
-fn glob_matches(name: &[u8], pattern: &[u8]) -> bool {
+pub(super) fn glob_matches(name: &[u8], pattern: &[u8]) -> bool {
     match (pattern.first(), name.first()) {
         (None, None) => true,
         (None, Some(_)) => false,

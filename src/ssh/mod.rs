@@ -18,6 +18,7 @@
 mod auth;
 mod bastion;
 mod command;
+pub mod config;
 mod connector;
 mod error;
 mod host;
@@ -30,7 +31,10 @@ pub use auth::{PASSPHRASE_ENV, Passphrase};
 pub use command::{RemoteCommand, quote, quote_words};
 pub use connector::Connector;
 pub use error::{SshError, Step};
-pub use host::{Become, Destination, Hop, Host, StrictHostKeyChecking, parse_port};
+pub use host::{
+    Become, DEFAULT_PORT, Destination, Hop, Host, Source, Sources, StrictHostKeyChecking,
+    parse_port,
+};
 pub use host_keys::UnknownHostPolicy;
 pub use options::{ConnectOptions, DEFAULT_BASTION_CONNECTIONS};
 pub use session::{DEFAULT_CAPTURE_LIMIT, Exec, ExecOutput, ExitStatus, STDERR_TAIL, Session};

@@ -53,7 +53,7 @@ fn use_everything(path: &Path) {
     let hosts: Vec<String> = inventory.hosts().map(str::to_string).collect();
     for host in hosts.iter().take(50) {
         let _ = inventory.host_vars(host);
-        let _ = connection::resolve(&inventory, host);
+        let _ = connection::resolve(&inventory, host, &connection::Defaults::default());
         let _ = inventory.select(host);
     }
     for pattern in ["all", "all:!ungrouped", "*[0]", "~.*", "all[1:2]", "&all"] {

@@ -12,6 +12,30 @@ fn json(bytes: &[u8], what: &str) -> Result<Value, String> {
         .map_err(|e| format!("{what}: not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
 }
 
+/// The inventory warnings dropship repeats after Ansible, in Ansible's words and order: a host
+/// and a group with the same name, and the YAML keys the reader skips. Ansible's type names
+/// ("it is a <class '...'>") are its own, so only what comes before them is compared. Each must
+/// appear once (Ansible's display prints a warning once too).
+fn same_warnings(theirs: &[u8], ours: &[u8]) -> Result<(), String> {
+    let pick = |stderr: &[u8], prefix: &str| -> Vec<String> {
+        String::from_utf8_lossy(stderr)
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix))
+            .map(str::trim)
+            .filter(|w| w.starts_with("Found both group and host") || w.starts_with("Skipping "))
+            .map(|w| w.split(" it is a ").next().unwrap_or(w).to_string())
+            .collect()
+    };
+    let (expected, actual) = (pick(theirs, "[WARNING]:"), pick(ours, "warning:"));
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(format!(
+            "warnings differ\n  ansible: {expected:#?}\n  dropship: {actual:#?}"
+        ))
+    }
+}
+
 /// --list, --graph and --host (first and last host) of one case; `Err` describes every mismatch.
 fn compare_views(ansible: &Ansible, case: &Case) -> Result<(), String> {
     let sources = case.source_args();
@@ -41,6 +65,9 @@ fn compare_views(ansible: &Ansible, case: &Case) -> Result<(), String> {
                 case.name
             )),
         };
+    }
+    if let Err(e) = same_warnings(&theirs.stderr, &ours.stderr) {
+        problems.push(e);
     }
     let expected = json(&theirs.stdout, "ansible-inventory --list")?;
     match json(&ours.stdout, "dropship inventory --list") {

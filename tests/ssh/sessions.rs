@@ -442,7 +442,7 @@ fn a_dead_bastion_fails_within_the_timeout() {
     runtime().block_on(async {
         // sshd not listening: refused at once.
         let mut host = tb.host(tb.node("node1"));
-        host.jump.as_mut().unwrap().port = 2;
+        host.jump.as_mut().unwrap().port = Some(2);
         let started = Instant::now();
         let error = Connector::new(tb.connect_options()).connect(&host).await.err().unwrap();
         assert!(matches!(&error, SshError::Bastion { source, .. } if matches!(**source, SshError::Connect { .. })), "{error}");

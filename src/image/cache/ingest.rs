@@ -35,6 +35,40 @@ const MAX_JSON: u64 = 16 << 20;
 const MIN_LAYER: u64 = 1024;
 const COPY_BUFFER: usize = 1 << 20;
 
+/// Whether `head` starts with a tar header: its checksum (the header's bytes summed, the
+/// checksum field counted as spaces) matches the octal number it records. Junk fed to
+/// `cache import` is then named as such instead of whatever bytes the tar reader trips on. (A
+/// zero block is the end of an empty tar.)
+fn is_tar_header(head: &[u8]) -> bool {
+    let Some(header) = head.get(..512) else {
+        return false;
+    };
+    let field = &header[148..156];
+    let recorded = std::str::from_utf8(field)
+        .ok()
+        .map(|t| t.trim_matches(|c: char| c == '\0' || c == ' '))
+        .and_then(|t| u32::from_str_radix(t, 8).ok());
+    let sum: u32 = header
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    recorded == Some(sum) || header.iter().all(|b| *b == 0)
+}
+
+/// An error detail safe to print on a terminal: the tar reader quotes raw bytes of the input.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
+}
+
 /// What an ingest did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct IngestReport {
@@ -49,6 +83,9 @@ pub struct IngestReport {
     pub stored_bytes: u64,
     /// Compressed blobs kept as served (OCI layouts).
     pub blobs_stored: usize,
+    /// The objects this ingest added to the cache, removed again if it fails.
+    #[serde(skip)]
+    created: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,15 +118,40 @@ pub(super) struct Assembled<'a> {
 impl Cache {
     /// Ingest a docker-archive (plain tar, gzip or zstd) from `input`; `source_name` names the
     /// stream in errors (a file name, or "docker save on HOST").
+    ///
+    /// A failed ingest takes back the objects it added that no image record refers to, so a
+    /// broken archive leaves nothing behind (see `remove_orphans`).
     pub fn ingest(&self, input: impl Read, source_name: &str) -> Result<IngestReport, CacheError> {
-        let _shared = self.inner.locks.shared()?;
+        let mut report = IngestReport::default();
+        let shared = self.inner.locks.shared()?;
+        let result = self.ingest_locked(input, source_name, &mut report);
+        drop(shared);
+        match result {
+            Ok(()) => Ok(report),
+            Err(e) => {
+                self.remove_orphans(&report.created);
+                Err(e)
+            }
+        }
+    }
+
+    fn ingest_locked(
+        &self,
+        input: impl Read,
+        source_name: &str,
+        report: &mut IngestReport,
+    ) -> Result<(), CacheError> {
         let bad = |detail: String| CacheError::BadArchive {
             source_name: source_name.to_string(),
-            detail,
+            detail: printable(&detail),
         };
         let input = decompressing_reader(input).map_err(|e| bad(e.to_string()))?;
-        let mut report = IngestReport::default();
-        let collected = self.read_stream(input, &mut report).map_err(|e| match e {
+        let mut input = io::BufReader::with_capacity(COPY_BUFFER, input);
+        let head = io::BufRead::fill_buf(&mut input).map_err(|e| bad(e.to_string()))?;
+        if !head.is_empty() && !is_tar_header(head) {
+            return Err(bad("not a tar, gzip or zstd archive".into()));
+        }
+        let collected = self.read_stream(input, report).map_err(|e| match e {
             StreamError::Cache(e) => e,
             StreamError::Read(e) => bad(e.to_string()),
         })?;
@@ -104,7 +166,7 @@ impl Cache {
                 serde_json::from_slice(manifest).map_err(|e| bad(format!("manifest.json: {e}")))?;
             let mut images = Vec::new();
             for entry in &entries {
-                images.push(self.classic_image(&collected, entry, &mut report, &bad)?);
+                images.push(self.classic_image(&collected, entry, report, &bad)?);
             }
             images
         };
@@ -112,11 +174,12 @@ impl Cache {
             let record = image.record;
             let new = !self.is_complete(&record.id);
             for (descriptor, bytes) in &image.documents {
-                self.store_blob(*bytes, &descriptor.digest, descriptor.size)?;
+                self.store_new_blob(*bytes, &descriptor.digest, descriptor.size, report)?;
             }
             let path = self.config_path(&record.id);
             if !path.is_file() {
                 atomic::write_file(&path, image.config).map_err(CacheError::io(&path))?;
+                report.created.push(path);
             }
             self.commit_record(record.clone())?;
             report.images.push(IngestedImage {
@@ -125,7 +188,24 @@ impl Cache {
                 new,
             });
         }
-        Ok(report)
+        Ok(())
+    }
+
+    /// `store_blob`, noting a blob this ingest added.
+    fn store_new_blob(
+        &self,
+        input: impl Read,
+        digest: &Digest,
+        size: u64,
+        report: &mut IngestReport,
+    ) -> Result<(), CacheError> {
+        let path = self.blob_path(digest);
+        let new = !path.is_file();
+        self.store_blob(input, digest, size)?;
+        if new {
+            report.created.push(path);
+        }
+        Ok(())
     }
 
     /// Import a file (docker-archive as plain tar, gzip or zstd), e.g. a Kubespray cache file.
@@ -190,7 +270,7 @@ impl Cache {
                 { member }.read_to_end(&mut json)?;
                 collected.json.insert(path, json);
             } else if let Some(digest) = served_digest(&path).filter(|_| is_compressed(&head)) {
-                self.store_blob(member, &digest, size)?;
+                self.store_new_blob(member, &digest, size, report)?;
                 report.blobs_stored += 1;
                 report.stored_bytes += size;
                 collected.served.insert(path, (digest, size));
@@ -224,6 +304,7 @@ impl Cache {
             return Ok(existing);
         }
         temp.persist(&target).map_err(CacheError::io(&target))?;
+        report.created.push(target);
         tracing::debug!(diff_id = %info.diff_id, raw = info.raw_size, compressed = info.compressed_size, "layer stored");
         report.layers_stored += 1;
         report.stored_bytes += info.compressed_size;

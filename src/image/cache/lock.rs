@@ -46,6 +46,19 @@ impl Locks {
         Ok(Held { _file: file })
     }
 
+    /// The exclusive lock if no other run holds the cache now; `None` without waiting.
+    pub fn try_exclusive(&self) -> Result<Option<Held>, CacheError> {
+        let file = open(&self.main)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Held { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(CacheError::Io {
+                path: self.main.clone(),
+                source: e,
+            }),
+        }
+    }
+
     pub fn index(&self) -> Result<Held, CacheError> {
         let file = open(&self.index)?;
         file.lock().map_err(CacheError::io(&self.index))?;

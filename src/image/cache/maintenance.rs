@@ -120,26 +120,22 @@ impl Cache {
         let _index = self.inner.locks.index()?;
         let mut report = PruneReport::default();
         let records = self.images()?;
-        let mut keep_layers = HashSet::new();
-        let mut keep_configs = HashSet::new();
-        let mut keep_blobs = HashSet::new();
-        for record in &records {
-            if all {
+        if all {
+            for record in &records {
                 self.remove(&self.record_path(&record.id), &mut report.freed_bytes)?;
                 report.removed_images += 1;
-                continue;
-            }
-            keep_configs.insert(record.id.hex());
-            keep_layers.extend(record.diff_ids.iter().map(Digest::hex));
-            for document in record.manifest.iter().chain(&record.index) {
-                keep_blobs.insert(document.digest.hex());
-            }
-            if let Some(manifest) = &record.manifest
-                && let Ok(image) = self.image_manifest(manifest)
-            {
-                keep_blobs.extend(image.layers.iter().map(|layer| layer.digest.hex()));
             }
         }
+        let referenced = if all {
+            Referenced::default()
+        } else {
+            self.referenced(&records)
+        };
+        let Referenced {
+            layers: keep_layers,
+            configs: keep_configs,
+            blobs: keep_blobs,
+        } = referenced;
         for (sub, suffix, keep, counter) in [
             ("layers", ".zst", &keep_layers, &mut report.removed_layers),
             (
@@ -173,6 +169,60 @@ impl Cache {
         Ok(report)
     }
 
+    /// The objects `records` refer to, by hex digest.
+    fn referenced(&self, records: &[super::ImageRecord]) -> Referenced {
+        let mut found = Referenced::default();
+        for record in records {
+            found.configs.insert(record.id.hex());
+            found.layers.extend(record.diff_ids.iter().map(Digest::hex));
+            for document in record.manifest.iter().chain(&record.index) {
+                found.blobs.insert(document.digest.hex());
+            }
+            if let Some(manifest) = &record.manifest
+                && let Ok(image) = self.image_manifest(manifest)
+            {
+                found
+                    .blobs
+                    .extend(image.layers.iter().map(|layer| layer.digest.hex()));
+            }
+        }
+        found
+    }
+
+    /// After a failed ingest: removes the objects it `created` that no record refers to. Only
+    /// when no other run holds the cache (the exclusive lock is free at once): another run's
+    /// ingest may be about to refer to them; then they stay for `cache prune`.
+    pub(super) fn remove_orphans(&self, created: &[std::path::PathBuf]) {
+        if created.is_empty() {
+            return;
+        }
+        let Ok(Some(_exclusive)) = self.inner.locks.try_exclusive() else {
+            tracing::debug!(
+                "{} object(s) of a failed ingest left for `cache prune`: the cache is in use",
+                created.len()
+            );
+            return;
+        };
+        let Ok(_index) = self.inner.locks.index() else {
+            return;
+        };
+        let Ok(records) = self.images() else {
+            return;
+        };
+        let referenced = self.referenced(&records);
+        let mut freed = 0;
+        for path in created {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let stem = name.split('.').next().unwrap_or_default();
+            let kept = referenced.layers.contains(stem)
+                || referenced.configs.contains(stem)
+                || referenced.blobs.contains(stem);
+            if !kept && let Err(e) = self.remove(path, &mut freed) {
+                tracing::debug!("{e}");
+            }
+        }
+    }
+
     fn remove(&self, path: &std::path::Path, freed: &mut u64) -> Result<(), CacheError> {
         *freed += fs::metadata(path).map_or(0, |m| m.len());
         match fs::remove_file(path) {
@@ -183,4 +233,12 @@ impl Cache {
             _ => Ok(()),
         }
     }
+}
+
+/// Objects image records refer to, by hex digest.
+#[derive(Default)]
+struct Referenced {
+    layers: HashSet<String>,
+    configs: HashSet<String>,
+    blobs: HashSet<String>,
 }
