@@ -737,7 +737,8 @@ start_node_namespace() {
 # added 0.15-0.4 s to each remote command — and no real node carries the operator's dotfiles.
 make_node_home() { # NODE
 	local home=$STATE/$1/home file
-	mkdir -p -m 700 "$home"
+	mkdir -p "$home"
+	chmod 700 "$home"
 	for file in /etc/skel/.bashrc /etc/skel/.profile; do
 		[[ ! -f $file ]] || cp "$file" "$home/"
 	done
