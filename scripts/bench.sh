@@ -2,7 +2,7 @@
 # The dropship benchmark on the test bed: dropship push against Kubespray's download flow
 # (scripts/bench/download.yml, run by Ansible) and a naive ssh loop (scripts/bench/naive.sh);
 # cold, warm and version-bump pushes, unshaped and over a tc-shaped root->bastion link; small and
-# large image sets; 4 and 8 nodes. Prints a table, writes target/bench/results.json and
+# large image sets; 4 and 8 nodes; fleets of Docker nodes and of containerd nodes. Prints a table, writes target/bench/results.json and
 # target/bench/chart.png. Run as root. The full matrix takes about 40 minutes on 2 busy cores.
 #
 #   scripts/bench.sh                       the full matrix
@@ -11,6 +11,7 @@
 #   scripts/bench.sh report                reprint the table and redraw the chart
 #
 # Selection (environment): BENCH_TOOLS ("dropship naive ansible"), BENCH_SETS ("small large"),
+# BENCH_RUNTIMES ("docker containerd"),
 # BENCH_NODES ("4 8"), BENCH_LINKS ("off 200": off or a tbf rate in Mbit/s), BENCH_REPS
 # ("dropship=3 naive=1 ansible=1"), TESTBED_ID (0), DROPSHIP_BIN (default: a release build).
 # The bench venv (target/bench/venv) holds Ansible with the ansible.posix collection (from the

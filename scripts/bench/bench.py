@@ -4,6 +4,8 @@ on the test bed, cold / warm / version bump, unshaped and with the root->bastion
 Run through scripts/bench.sh (it prepares the venv, the release binary and the test images).
 Selection by environment (defaults give the full matrix):
   BENCH_TOOLS="dropship naive ansible"   BENCH_SETS="small large"   BENCH_NODES="4 8"
+  BENCH_RUNTIMES="docker containerd"   (the nodes' runtime: every node runs it; the last node is
+                  Flatcar and receives nothing)
   BENCH_LINKS="off 200"   (off = unshaped; a number = tbf rate in Mbit/s on the root-side veth)
   BENCH_REPS="dropship=3 naive=1 ansible=1"   (repetitions per tool; the table shows the median;
                   one chain of the slow tools keeps the full matrix near 40 minutes)
@@ -59,18 +61,31 @@ class Testbed:
     def __init__(self):
         self.env = {}
 
-    def up(self, nodes):
-        if self.node_count() != nodes:
+    def up(self, nodes, runtime):
+        """A fleet of `nodes` nodes all running `runtime`, none pretending another architecture
+        (the peer has no per-node platform)."""
+        layout = {"TESTBED_RUNTIMES": runtime, "TESTBED_AARCH64_NODES": ""}
+        env = {**os.environ, **layout}
+        running = self.layout()
+        if self.node_count() != nodes or running.get("TESTBED_NODE1_RUNTIME") != runtime \
+                or running.get("TESTBED_AARCH64_NODES"):
             run([str(TESTBED), "down"], stdout=subprocess.DEVNULL)
-        run([str(TESTBED), "up", str(nodes)], stdout=subprocess.DEVNULL)
-        out = run([str(TESTBED), "env"], capture_output=True).stdout
-        self.env = dict(line.split("=", 1) for line in out.splitlines())
-        self.env = {k: v.strip("'") for k, v in self.env.items()}
+        run([str(TESTBED), "up", str(nodes)], stdout=subprocess.DEVNULL, env=env)
+        self.env = self.layout()
+
+    @staticmethod
+    def layout():
+        out = subprocess.run([str(TESTBED), "env"], capture_output=True, text=True).stdout
+        pairs = (line.split("=", 1) for line in out.splitlines() if "=" in line)
+        return {k: v.strip("'") for k, v in pairs}
 
     def node_count(self):
         status = subprocess.run([str(TESTBED), "status"], capture_output=True, text=True)
         first = status.stdout.split("\n", 1)[0].split()
         return int(first[2]) if status.returncode == 0 and len(first) > 2 else None
+
+    def runtime(self, node):
+        return self.env[f"TESTBED_{node.upper()}_RUNTIME"]
 
     @property
     def nodes(self):
@@ -88,20 +103,25 @@ class Testbed:
     def docker(self, host, *args, **kw):
         return run(["/usr/bin/docker", "-H", host, *args], capture_output=True, **kw).stdout
 
-    def sockets(self):
-        state = self.env["TESTBED_STATE"]
-        return [self.env["TESTBED_CONTROL_DOCKER_HOST"]] + [
-            f"unix://{state}/{n}/docker.sock" for n in self.nodes
-        ]
+    # What empties a node's runtime, by runtime (run inside the node, no SSH): images removed and
+    # their content collected, so the next cold run starts from nothing.
+    EMPTY = {
+        "docker": "ids=$(docker images -aq); [ -z \"$ids\" ] || docker rmi -f $ids >/dev/null;"
+                  " docker image prune -f >/dev/null",
+        "containerd": "ctr -n k8s.io images ls -q | xargs -r ctr -n k8s.io images rm --sync >/dev/null",
+        "crio": "podman rmi -a -f >/dev/null",
+    }
 
     def clean(self):
-        """Every daemon (nodes and control) without images; no file left in any node's releases."""
-        for sock in self.sockets():
-            ids = self.docker(sock, "images", "-aq").split()
-            if ids:
-                self.docker(sock, "rmi", "-f", *sorted(set(ids)))
-            self.docker(sock, "image", "prune", "-f")
+        """Every runtime (nodes and the control daemon) without images; no file left in any
+        node's releases."""
+        control = self.env["TESTBED_CONTROL_DOCKER_HOST"]
+        ids = self.docker(control, "images", "-aq").split()
+        if ids:
+            self.docker(control, "rmi", "-f", *sorted(set(ids)))
+        self.docker(control, "image", "prune", "-f")
         for node in self.nodes:
+            run([str(TESTBED), "exec", node, "sh", "-c", self.EMPTY[self.runtime(node)]])
             shutil.rmtree(Path(self.env["TESTBED_STATE"]) / node / "tmp" / "releases" / "images", True)
 
     def link_bytes(self):
@@ -308,9 +328,11 @@ def main():
     with open(logfile, "a") as out:
         out.write(f"\n### session {results['sessions'][-1]}\n")
     try:
-        for nodes in map(int, words("BENCH_NODES", "4 8")):
-            log(f"test bed with {nodes} nodes")
-            testbed.up(nodes)
+        fleets = [(n, r) for n in map(int, words("BENCH_NODES", "4 8"))
+                  for r in words("BENCH_RUNTIMES", "docker containerd")]
+        for nodes, runtime in fleets:
+            log(f"test bed with {nodes} {runtime} nodes")
+            testbed.up(nodes, runtime)
             for image_set in words("BENCH_SETS", "small large"):
                 lists = image_lists(image_set)
                 ensure_images(testbed, image_set, lists)
@@ -318,9 +340,9 @@ def main():
                 for link in words("BENCH_LINKS", "off 200"):
                     mbit = None if link == "off" else int(link)
                     testbed.shape(mbit)
-                    group = find_group(results, nodes, image_set, mbit)
+                    group = find_group(results, nodes, runtime, image_set, mbit)
                     group.update({"targets": len(testbed.targets), "must_cross_bytes": need})
-                    log(f"{image_set} set, {nodes} nodes, link {link}")
+                    log(f"{image_set} set, {nodes} {runtime} nodes, link {link}")
                     for rep in range(max(counts[t] for t in tools)):
                         for name in tools:
                             if rep < counts[name]:
@@ -336,11 +358,12 @@ def main():
     run([str(VENV_BIN / "python"), str(report), str(OUT / "results.json")])
 
 
-def find_group(results, nodes, image_set, mbit):
+def find_group(results, nodes, runtime, image_set, mbit):
+    key = (nodes, runtime, image_set, mbit)
     for group in results["groups"]:
-        if (group["nodes"], group["set"], group["link_mbit"]) == (nodes, image_set, mbit):
+        if (group["nodes"], group.get("runtime", "docker"), group["set"], group["link_mbit"]) == key:
             return group
-    group = {"nodes": nodes, "set": image_set, "link_mbit": mbit, "runs": {}}
+    group = {"nodes": nodes, "runtime": runtime, "set": image_set, "link_mbit": mbit, "runs": {}}
     results["groups"].append(group)
     return group
 

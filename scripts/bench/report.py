@@ -28,7 +28,7 @@ def fmt(x, spec):
 def table(results, markdown):
     present = [t for t in TOOLS if any(t in row for _g, _l, _c, row in rows(results))]
     others = [t for t in present if t != "dropship"]
-    head = ["nodes", "set", "link", "case", *(f"{SHORT[t]} s" for t in present),
+    head = ["nodes", "runtime", "set", "link", "case", *(f"{SHORT[t]} s" for t in present),
             *(f"{SHORT[t]}÷ds" for t in others),
             "MB→bastion " + "/".join(SHORT[t] for t in present), "limit s", "ds÷limit", "ds RSS MB"]
     lines = []
@@ -39,7 +39,7 @@ def table(results, markdown):
         ratio = [fmt(t[x] and t[x].get("times_dropship"), ".1f") for x in others]
         mb = "/".join(fmt(t[x] and t[x]["tx_bytes"] / 1e6, ".0f") or "-" for x in present)
         rss = fmt(t["dropship"] and t["dropship"]["peak_rss_kb"] / 1024, ".0f")
-        lines.append([str(g["nodes"]), g["set"], link, case, *wall, *ratio, mb,
+        lines.append([str(g["nodes"]), g.get("runtime", "docker"), g["set"], link, case, *wall, *ratio, mb,
                       fmt(row.get("link_limit_s"), ".1f"), fmt(row.get("dropship_to_limit"), ".2f"), rss])
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -80,7 +80,7 @@ def chart(results, path):
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.set_ylabel("seconds (log)")
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{c}\n{g['set']} {g['nodes']}n" for g, _l, c, _r in groups], fontsize=7)
+        ax.set_xticklabels([f"{c}\n{g['set']} {g['nodes']}n\n{g.get('runtime', 'docker')}" for g, _l, c, _r in groups], fontsize=7)
         ax.set_title(f"median wall time, bastion link {f'shaped to {link} Mbit/s' if link else 'unshaped'}",
                      fontsize=9)
         ax.grid(axis="y", alpha=0.3, which="both")
