@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The naive loop an operator writes by hand: pull and `docker save | gzip -1` each image once,
-# then for every node, one after the other, `ssh -J bastion node 'gunzip | docker load' < file`,
-# skipping Flatcar nodes. No cache between runs, no check of what a node already has.
+# then for every node, one after the other, `ssh -J bastion node 'gunzip | docker load' < file`
+# (`ctr -n k8s.io images import -` on containerd nodes, `podman load` on CRI-O ones), skipping
+# Flatcar nodes. No cache between runs, no check of what a node already has.
 #
 #   scripts/bench/naive.sh WORKDIR IMAGES_FILE
 # with DOCKER_HOST naming the local daemon and the test bed's env (TESTBED_*) exported.
@@ -22,6 +23,12 @@ done
 for node in $TESTBED_NODES; do
 	var=TESTBED_${node^^}_ADDR
 	addr=${!var}
+	var=TESTBED_${node^^}_RUNTIME
+	case ${!var} in
+	containerd) load='ctr -n k8s.io images import -' ;;
+	crio) load='podman load' ;;
+	*) load='docker load' ;;
+	esac
 	if ssh_node "$addr" grep -q '^ID=flatcar' /etc/os-release; then continue; fi
-	for file in "${files[@]}"; do ssh_node "$addr" 'gunzip | docker load' <"$file" >/dev/null; done
+	for file in "${files[@]}"; do ssh_node "$addr" "gunzip | $load" <"$file" >/dev/null; done
 done
