@@ -1001,7 +1001,7 @@ check_isolation() {
 	log "isolation checked: no node reachable directly, every node reachable through the bastion"
 }
 
-unreachable() { ! tcp_open "$(node_addr "$1")" 22; }
+unreachable() { ! tcp_open "$(node_addr "$1")" 22 || { log "$1 ($(node_addr "$1")) answers from the root namespace: $(ip route get "$(node_addr "$1")" | head -1)"; return 1; }; }
 
 sshd_banner_through_mux() { # NODE (MUX: the bastion connection's control socket)
 	local banner
