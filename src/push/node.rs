@@ -18,7 +18,7 @@ use super::transfer::{self, Landing};
 use crate::facts::{self, Facts, FactsError};
 use crate::image::platform::Platform;
 use crate::image::{ArchiveFormat, ArchivePlan, Cache, CacheError, DiffId, ImageId};
-use crate::retry::{self, Jitter, Transient};
+use crate::retry::{self, Jitter, Retry, Transient};
 use crate::runtime::{self, Expected, LoadRequest, Runtime, Unready};
 use crate::ssh::{Connector, Session, SshError};
 
@@ -74,18 +74,21 @@ pub enum NodeError {
 
 impl Transient for NodeError {
     fn is_transient(&self) -> bool {
+        self.retry() != Retry::Never
+    }
+
+    fn retry(&self) -> Retry {
         match self {
-            NodeError::Ssh(e) => e.is_transient(),
-            NodeError::Facts(FactsError::Ssh(e)) => e.is_transient(),
+            NodeError::Ssh(e) | NodeError::Facts(FactsError::Ssh(e)) => e.retry(),
             // A daemon restarting or a load cut short may well work next time.
-            NodeError::RuntimeDown { .. } | NodeError::Load { .. } => true,
+            NodeError::RuntimeDown { .. } | NodeError::Load { .. } => Retry::Staggered,
             NodeError::Facts(_)
             | NodeError::NoRuntime { .. }
             | NodeError::NotInstalled { .. }
             | NodeError::Mismatch { .. }
             | NodeError::Cache { .. }
             | NodeError::Platform { .. }
-            | NodeError::Download { .. } => false,
+            | NodeError::Download { .. } => Retry::Never,
         }
     }
 }
