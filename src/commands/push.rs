@@ -12,7 +12,7 @@ use crate::push::progress::Progress;
 use crate::push::report::RunReport;
 use crate::ssh::Connector;
 
-use super::{UsageError, write_json};
+use super::{UsageError, write_results};
 
 pub async fn run(run: &super::Run, args: &PushArgs) -> anyhow::Result<ExitCode> {
     let global = &run.global;
@@ -50,10 +50,13 @@ pub async fn run(run: &super::Run, args: &PushArgs) -> anyhow::Result<ExitCode> 
     let shutdown = crate::shutdown::signals().context("listening for signals")?;
     let progress = Progress::new(plan.targets.len());
     let report = crate::push::run(&plan, &connector, &cache, &progress, shutdown).await;
-    report.write_recap(&mut std::io::stdout().lock())?;
-    if let Some(path) = &args.json {
-        write_json(path, &report)?;
-    }
+    let mut recap = Vec::new();
+    report.write_recap(&mut recap)?;
+    write_results(
+        args.json.as_deref(),
+        &report,
+        &String::from_utf8_lossy(&recap),
+    )?;
     exit_code(&report)
 }
 
