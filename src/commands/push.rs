@@ -42,11 +42,20 @@ pub async fn run(run: &super::Run, args: &PushArgs) -> anyhow::Result<ExitCode> 
         },
     )
     .map_err(|e| UsageError(e.to_string()))?;
+    let cache = Cache::open(&plan.cache_dir, Some(plan.zstd_level))
+        .with_context(|| format!("opening the image cache {}", plan.cache_dir.display()))?;
+    // What can be checked here is, before anything is contacted.
+    if plan.offline {
+        crate::push::check_offline(&cache, &plan.images).map_err(|e| match e {
+            missing @ crate::push::OfflineError::NotCached { .. } => {
+                anyhow::Error::new(UsageError(missing.to_string()))
+            }
+            other => other.into(),
+        })?;
+    }
     let connector = Connector::new(run.connect_options(&args.connect, &defaults)?);
     let planned: Vec<_> = plan.targets.iter().map(|t| t.host.clone()).collect();
     super::log_hosts(&connector, &planned);
-    let cache = Cache::open(&plan.cache_dir, Some(plan.zstd_level))
-        .with_context(|| format!("opening the image cache {}", plan.cache_dir.display()))?;
     let shutdown = crate::shutdown::signals().context("listening for signals")?;
     let progress = Progress::new(plan.targets.len());
     let report = crate::push::run(&plan, &connector, &cache, &progress, shutdown).await;

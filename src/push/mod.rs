@@ -15,7 +15,7 @@ use std::future::Future;
 
 use futures::{FutureExt, StreamExt};
 
-use crate::image::Cache;
+use crate::image::{Cache, CacheError, ImageRef};
 use crate::shutdown::Signal;
 use crate::ssh::Connector;
 use fetch::Images;
@@ -70,6 +70,43 @@ pub async fn run(
         interrupted,
         download_error: download_error.map(|e| e.to_string()),
         hosts,
+    }
+}
+
+/// What `--offline` needs that the cache lacks.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(
+        "--offline: not in the cache {}: {}; pull them (without --offline) or `dropship cache import` them",
+        cache.display(),
+        missing.join(", ")
+    )]
+    NotCached {
+        cache: std::path::PathBuf,
+        missing: Vec<String>,
+    },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// With `--offline` every image must be in the cache: checked before anything is contacted,
+/// naming every image missing at once.
+pub fn check_offline(cache: &Cache, images: &[ImageRef]) -> Result<(), OfflineError> {
+    let mut missing = Vec::new();
+    for image in images {
+        match cache.require(&image.to_string()) {
+            Ok(_) => {}
+            Err(CacheError::NotCached { .. }) => missing.push(image.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(OfflineError::NotCached {
+            cache: cache.root().to_path_buf(),
+            missing,
+        })
     }
 }
 
