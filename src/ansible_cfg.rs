@@ -4,8 +4,9 @@
 //! `~/.ansible.cfg`, `/etc/ansible/ansible.cfg`; each `ANSIBLE_*` variable over the file.
 //!
 //! Read: `[defaults] inventory, forks, remote_user, private_key_file, host_key_checking,
-//! timeout` and `[ssh_connection] ssh_args` (and the `[ssh_connection]` spellings of
-//! `host_key_checking` and `timeout`, which win over `[defaults]` as in Ansible). Everything
+//! timeout, retry_files_enabled, retry_files_save_path` and `[ssh_connection] ssh_args` (and
+//! the `[ssh_connection]` spellings of `host_key_checking` and `timeout`, which win over
+//! `[defaults]` as in Ansible). Everything
 //! else in the file is left alone. Hand-written: it must find the same file and read the same
 //! values as Ansible's config manager (Python's configparser, raw values, `;` inline comments).
 
@@ -41,6 +42,11 @@ pub struct AnsibleCfg {
     pub host_key_checking: Option<FromCfg<bool>>,
     pub timeout: Option<FromCfg<u64>>,
     pub ssh_args: Option<FromCfg<String>>,
+    /// `retry_files_enabled` / `ANSIBLE_RETRY_FILES_ENABLED`.
+    pub retry_files_enabled: Option<FromCfg<bool>>,
+    /// `retry_files_save_path` / `ANSIBLE_RETRY_FILES_SAVE_PATH`, relative ones resolved
+    /// as for `inventory`.
+    pub retry_files_save_path: Option<FromCfg<PathBuf>>,
 }
 
 /// Where to look, given as values so tests need not touch the process's environment.
@@ -85,15 +91,17 @@ impl AnsibleCfg {
             file,
             ..AnsibleCfg::default()
         };
+        // Relative paths are read against the file's directory, or the working directory
+        // for a variable (Ansible's `type: path`).
+        let dir_for = |from_env: bool| if from_env { &cwd } else { &base };
         if let Some((value, origin, from_env)) =
             text(&["ANSIBLE_INVENTORY"], &[("defaults", "inventory")])
         {
-            let dir = if from_env { &cwd } else { &base };
             let paths = value
                 .split(',')
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
-                .map(|p| resolve_path(p, dir, env))
+                .map(|p| resolve_path(p, dir_for(from_env), env))
                 .collect();
             cfg.inventory = Some(FromCfg {
                 value: paths,
@@ -122,16 +130,22 @@ impl AnsibleCfg {
                 ("ssh_connection", "host_key_checking"),
             ],
         )
-        .map(|(value, origin, _)| FromCfg {
-            // Ansible's boolean(value, strict=False): what is not a true spelling is false.
-            value: matches!(
-                value.trim().to_ascii_lowercase().as_str(),
-                "y" | "yes" | "on" | "1" | "true" | "t" | "1.0"
-            ),
-            origin,
-        });
+        .map(boolean);
         cfg.ssh_args = text(&["ANSIBLE_SSH_ARGS"], &[("ssh_connection", "ssh_args")])
             .map(|(value, origin, _)| FromCfg { value, origin });
+        cfg.retry_files_enabled = text(
+            &["ANSIBLE_RETRY_FILES_ENABLED"],
+            &[("defaults", "retry_files_enabled")],
+        )
+        .map(boolean);
+        cfg.retry_files_save_path = text(
+            &["ANSIBLE_RETRY_FILES_SAVE_PATH"],
+            &[("defaults", "retry_files_save_path")],
+        )
+        .map(|(value, origin, from_env)| FromCfg {
+            value: resolve_path(value.trim(), dir_for(from_env), env),
+            origin,
+        });
         Ok(cfg)
     }
 }
@@ -201,6 +215,17 @@ fn lookup(
         .filter_map(|(section, key)| ini.get(section, key))
         .next_back()
         .map(|(value, origin)| (value, origin, false))
+}
+
+/// Ansible's `boolean(value, strict=False)`: what is not a true spelling is false.
+fn boolean((value, origin, _): (String, String, bool)) -> FromCfg<bool> {
+    FromCfg {
+        value: matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "y" | "yes" | "on" | "1" | "true" | "t" | "1.0"
+        ),
+        origin,
+    }
 }
 
 fn integer(found: Option<(String, String, bool)>) -> Result<Option<FromCfg<u64>>, AnsibleCfgError> {
@@ -456,6 +481,35 @@ mod tests {
         let cfg = load(d, &[("ANSIBLE_CONFIG", &elsewhere)]).unwrap();
         assert_eq!(cfg.forks.unwrap().value, 2);
         assert_eq!(cfg.remote_user, None);
+    }
+
+    #[test]
+    fn retry_file_settings_come_from_the_file_or_the_environment() {
+        let dir = layout();
+        let d = dir.path();
+        std::fs::write(
+            d.join("work/ansible.cfg"),
+            "[defaults]\nretry_files_enabled = no\nretry_files_save_path = retries\n",
+        )
+        .unwrap();
+        let cfg = load(d, &[]).unwrap();
+        assert!(!cfg.retry_files_enabled.unwrap().value);
+        assert_eq!(
+            cfg.retry_files_save_path.unwrap().value,
+            d.join("work/retries")
+        );
+        let cfg = load(
+            d,
+            &[
+                ("ANSIBLE_RETRY_FILES_ENABLED", "True"),
+                ("ANSIBLE_RETRY_FILES_SAVE_PATH", "~/r"),
+            ],
+        )
+        .unwrap();
+        let enabled = cfg.retry_files_enabled.unwrap();
+        assert!(enabled.value);
+        assert_eq!(enabled.origin, "ANSIBLE_RETRY_FILES_ENABLED");
+        assert_eq!(cfg.retry_files_save_path.unwrap().value, d.join("home/r"));
     }
 
     #[cfg(unix)]

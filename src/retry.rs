@@ -4,7 +4,10 @@
 //! Every attempt after the first waits `3 + rand(0..retry_stagger)` whole seconds, so that
 //! many nodes failing at once (a bastion hiccup) do not all come back in the same second.
 //! Only transient errors are retried: an authentication failure or a missing image would
-//! fail the same way every time, so retrying them only hides the reason for longer.
+//! fail the same way every time, so retrying them only hides the reason for longer. A refused
+//! connection is in between: the host answered that nothing listens there, which a restarting
+//! daemon explains but a stopped one does not, so it is tried once more after a short pause
+//! rather than on the whole schedule.
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,10 +19,41 @@ use sha2::{Digest, Sha256};
 /// Whether an error may go away by itself (connection lost, timeout, interrupted load).
 pub trait Transient {
     fn is_transient(&self) -> bool;
+
+    /// How to retry it; by default the whole schedule for a transient error.
+    fn retry(&self) -> Retry {
+        Retry::staggered_if(self.is_transient())
+    }
+}
+
+/// What trying again can do for an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// It would fail the same way again.
+    Never,
+    /// Once more after [`ONCE_PAUSE`], at most once in a run of attempts: a refused connection
+    /// (a daemon restarting is back within a second; a stopped one stays refused).
+    Once,
+    /// Every attempt of the policy, Kubespray's staggered delay between them.
+    Staggered,
+}
+
+impl Retry {
+    /// The whole schedule for a transient error, none for another.
+    pub fn staggered_if(transient: bool) -> Retry {
+        if transient {
+            Retry::Staggered
+        } else {
+            Retry::Never
+        }
+    }
 }
 
 /// The fixed part of Kubespray's delay (`| random + 3`).
 const BASE_DELAY: Duration = Duration::from_secs(3);
+
+/// The pause before the one retry of a [`Retry::Once`] error.
+pub const ONCE_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -80,7 +114,8 @@ pub struct Retried<T, E> {
     pub delays: Vec<Duration>,
 }
 
-/// Runs `op` until it succeeds, fails permanently, or the attempts run out.
+/// Runs `op` until it succeeds, fails permanently, or the attempts run out (a
+/// [`Retry::Once`] error is retried only if no earlier one was).
 /// `on_retry(attempt, &error, delay)` is called before each wait (for progress output).
 pub async fn retry<T, E, Op, Fut>(
     policy: RetryPolicy,
@@ -95,18 +130,28 @@ where
 {
     let mut delays = Vec::new();
     let mut attempt = 1;
+    let mut retried_once = false;
     loop {
         let result = op(attempt).await;
-        let retry_allowed = attempt < policy.attempts;
-        match result {
-            Err(err) if retry_allowed && err.is_transient() => {
-                let delay = policy.delay(jitter);
+        let delay = match &result {
+            Err(err) if attempt < policy.attempts => match err.retry() {
+                Retry::Staggered => Some(policy.delay(jitter)),
+                Retry::Once if !retried_once => {
+                    retried_once = true;
+                    Some(ONCE_PAUSE)
+                }
+                Retry::Once | Retry::Never => None,
+            },
+            _ => None,
+        };
+        match (result, delay) {
+            (Err(err), Some(delay)) => {
                 on_retry(attempt, &err, delay);
                 delays.push(delay);
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
-            result => {
+            (result, _) => {
                 return Retried {
                     result,
                     attempts: attempt,
@@ -126,11 +171,20 @@ mod tests {
     enum FakeError {
         Flaky,
         Permanent,
+        Refused,
     }
 
     impl Transient for FakeError {
         fn is_transient(&self) -> bool {
-            matches!(self, FakeError::Flaky)
+            !matches!(self, FakeError::Permanent)
+        }
+
+        fn retry(&self) -> Retry {
+            match self {
+                FakeError::Flaky => Retry::Staggered,
+                FakeError::Permanent => Retry::Never,
+                FakeError::Refused => Retry::Once,
+            }
         }
     }
 
@@ -198,6 +252,24 @@ mod tests {
         assert_eq!(outcome.attempts, 1);
         assert!(outcome.delays.is_empty());
         assert_eq!(elapsed, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_retried_once_after_a_short_pause() {
+        use FakeError::*;
+        let (outcome, elapsed) = run(RetryPolicy::new(4, 5), vec![Refused, Refused, Refused]).await;
+        assert_eq!(outcome.result, Err(Refused));
+        assert_eq!(outcome.attempts, 2);
+        assert_eq!(outcome.delays, [ONCE_PAUSE]);
+        assert_eq!(elapsed, ONCE_PAUSE);
+        // Once in the whole run: a refusal after a staggered retry ends it too.
+        let (outcome, _) = run(RetryPolicy::new(4, 5), vec![Refused, Flaky, Refused]).await;
+        assert_eq!((outcome.result, outcome.attempts), (Err(Refused), 3));
+        assert_eq!(outcome.delays[0], ONCE_PAUSE);
+        assert!(outcome.delays[1] >= BASE_DELAY);
+        // A refusal that goes away is a success on the second attempt.
+        let (outcome, _) = run(RetryPolicy::new(4, 5), vec![Refused]).await;
+        assert_eq!((outcome.result, outcome.attempts), (Ok(2), 2));
     }
 
     #[tokio::test(start_paused = true)]

@@ -48,8 +48,19 @@ pub fn push_with(
     inventory: &Path,
     env: &[(&str, &str)],
 ) -> Run {
+    push_from(tb.dropship(), tb, cache, extra, inventory, env)
+}
+
+/// [`push_with`] from `command` (e.g. one with its working directory set).
+fn push_from(
+    mut command: Command,
+    tb: &Testbed,
+    cache: &Path,
+    extra: &[&str],
+    inventory: &Path,
+    env: &[(&str, &str)],
+) -> Run {
     let json = cache.with_extension("json");
-    let mut command = tb.dropship();
     command.args(["push", "-i"]).arg(inventory);
     if !extra.contains(&"--image") {
         command.arg("--images-file").arg(&tb.images_file);
@@ -165,7 +176,7 @@ fn every_node_but_flatcar_gets_every_image_and_a_rerun_sends_nothing() {
         assert_eq!(host["bytes_sent"], 0, "{host}");
         assert_eq!(host["runtime"], node.runtime.name(), "{host}");
     }
-    assert!(again.stdout().contains(", 0 B sent"), "{}", again.stdout());
+    assert!(again.stdout().contains("; 0 B sent"), "{}", again.stdout());
 }
 
 #[test]
@@ -266,12 +277,15 @@ fn a_node_cut_off_mid_transfer_succeeds_on_a_later_attempt() {
     assert_eq!(files_under_releases(&tb, node), "");
 }
 
+/// A node whose sshd is stopped refuses the connection: unreachable, tried once more after a
+/// short pause rather than on the whole schedule, named in the recap and the error.
 #[test]
-fn a_node_down_for_the_whole_run_fails_alone_and_is_named() {
+fn a_node_down_for_the_whole_run_is_unreachable_alone_and_is_named() {
     let (tb, _lock) = testbed!();
     tb.reset_nodes();
     let down = tb.node("node3");
     tb.stop_sshd(down);
+    let _back = crate::support::defer(|| tb.start_sshd(down));
     let cache = tempfile::tempdir().unwrap();
     let run = push(
         &tb,
@@ -282,25 +296,221 @@ fn a_node_down_for_the_whole_run_fails_alone_and_is_named() {
             "--source",
             "docker",
             "--retries",
-            "2",
+            "4",
         ],
     );
-    tb.start_sshd(down);
     assert_eq!(run.code(), Some(1), "{}", run.stderr());
     let host = run.host("node3");
-    assert_eq!(host["status"], "failed", "{host}");
-    assert_eq!(host["attempts"], 2, "{host}");
+    assert_eq!(host["status"], "unreachable", "{host}");
+    assert_eq!(host["phase"], "connect", "{host}");
+    assert_eq!(host["attempts"], 2, "a refusal is retried once: {host}");
+    assert!(
+        host["elapsed"].as_f64().unwrap() < 3.0,
+        "not the staggered delay of 3 s or more: {host}"
+    );
     assert!(host["reason"].as_str().unwrap().contains("node3"), "{host}");
     assert!(
-        run.stdout().contains("failed hosts: node3"),
+        run.stdout().contains("unreachable hosts: node3"),
         "{}",
         run.stdout()
     );
-    assert!(run.stderr().contains("node3"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains(
+            "node3: unreachable (connect, attempt 2): the bastion could not open a tunnel"
+        ),
+        "the live line says why: {}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr()
+            .contains("push failed: 1 host(s) unreachable: node3"),
+        "{}",
+        run.stderr()
+    );
     for name in ["node1", "node2"] {
         assert_eq!(run.host(name)["status"], "loaded");
         assert_eq!(ids_on(&tb, tb.node(name)).len(), tb.images.len());
     }
+}
+
+/// With every node down (the delegate too), the run still ends with the recap and the JSON,
+/// every host unreachable, and exits 1 naming them.
+#[test]
+fn every_host_unreachable_still_writes_the_recap_and_the_json() {
+    let (tb, _lock) = testbed!();
+    for node in &tb.nodes {
+        tb.stop_sshd(node);
+    }
+    let _back = crate::support::defer(|| {
+        for node in &tb.nodes {
+            tb.start_sshd(node);
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let run = push(&tb, &cache.path().join("c"), &[]);
+    assert_eq!(run.code(), Some(1), "{}", run.stderr());
+    let names: Vec<&str> = tb.nodes.iter().map(|n| n.name.as_str()).collect();
+    let hosts = run.json["hosts"].as_array().expect("the JSON was written");
+    assert_eq!(hosts.len(), names.len(), "{}", run.json);
+    for host in hosts {
+        assert_eq!(host["status"], "unreachable", "{host}");
+        assert_eq!(host["phase"], "connect", "{host}");
+    }
+    assert_eq!(run.json["totals"]["unreachable"], names.len());
+    assert!(run.json["download_error"].is_string(), "{}", run.json);
+    let every = names.join(", ");
+    assert!(run.stdout().contains("PUSH RECAP"), "{}", run.stdout());
+    assert!(
+        run.stdout()
+            .contains(&format!("unreachable hosts: {every}")),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        run.stderr()
+            .contains(&format!("{} host(s) unreachable: {every}", names.len())),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// `--json -`: the JSON alone on stdout, as `json.load` reads it from a pipe; the recap on
+/// stderr. For `push` and `ping`.
+#[test]
+fn json_on_stdout_is_alone_and_the_recap_goes_to_stderr() {
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
+    let cache = tempfile::tempdir().unwrap();
+    let inventory = tb.inventory_ini.to_str().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let images = tb.images_file.to_str().unwrap();
+    let cases: [(&[&str], &str, &str); 2] = [
+        (
+            &[
+                "push",
+                "-i",
+                inventory,
+                "--images-file",
+                images,
+                "--cache-dir",
+                cache_dir,
+                "--delegate",
+                "localhost",
+                "--source",
+                "docker",
+                "-l",
+                "node2",
+                "--json",
+                "-",
+            ],
+            "d['totals']['loaded']",
+            "PUSH RECAP",
+        ),
+        (
+            &["ping", "-i", inventory, "-l", "node2", "--json", "-"],
+            "len(d['hosts'])",
+            "1 reachable",
+        ),
+    ];
+    for (args, read, recap) in cases {
+        let mut dropship = tb.dropship();
+        let mut child = dropship
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let python = Command::new("python3")
+            .args([
+                "-c",
+                &format!("import json, sys; d = json.load(sys.stdin); print({read})"),
+            ])
+            .stdin(child.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            python.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&python.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&python.stdout), "1\n", "{args:?}");
+        assert!(stderr.contains(recap), "{args:?}: {stderr}");
+    }
+}
+
+/// A run with a host down writes the hosts to push again to a retry file named in the recap;
+/// `--limit @FILE` then re-runs exactly those. Ansible's settings move it or turn it off.
+#[test]
+fn a_retry_file_names_the_hosts_to_push_again_and_limit_at_file_reruns_them() {
+    let (tb, _lock) = testbed!();
+    tb.reset_nodes();
+    let down = tb.node("node3");
+    tb.stop_sshd(down);
+    let mut back = Some(crate::support::defer(|| tb.start_sshd(down)));
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("c");
+    let in_work = |extra: &[&str], env: &[(&str, &str)]| {
+        let args = [
+            &["--delegate", "localhost", "--source", "docker"][..],
+            extra,
+        ]
+        .concat();
+        let mut command = tb.dropship();
+        command
+            .current_dir(work.path())
+            .env_remove("ANSIBLE_RETRY_FILES_ENABLED");
+        push_from(command, &tb, &cache, &args, &tb.inventory_ini, env)
+    };
+    let first = in_work(&["-l", "node2,node3", "--retries", "1"], &[]);
+    assert_eq!(first.code(), Some(1), "{}", first.stderr());
+    let file = work.path().join("dropship-push.retry");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "node3\n");
+    assert!(
+        first
+            .stdout()
+            .contains(&format!("to retry, use: --limit @{}", file.display())),
+        "{}",
+        first.stdout()
+    );
+    assert_eq!(first.json["retry_file"], file.to_str().unwrap());
+    drop(back.take());
+    let again = in_work(&["-l", "@dropship-push.retry"], &[]);
+    assert_eq!(again.code(), Some(0), "{}", again.stderr());
+    let hosts: Vec<&Value> = again.json["hosts"].as_array().unwrap().iter().collect();
+    assert_eq!(hosts.len(), 1, "{}", again.json);
+    assert_eq!(
+        (&hosts[0]["host"], &hosts[0]["status"]),
+        (&"node3".into(), &"loaded".into())
+    );
+    assert!(!again.stdout().contains("to retry"), "{}", again.stdout());
+
+    tb.stop_sshd(down);
+    let _back = crate::support::defer(|| tb.start_sshd(down));
+    let elsewhere = work.path().join("retries");
+    let saved = in_work(
+        &["-l", "node3", "--retries", "1"],
+        &[("ANSIBLE_RETRY_FILES_SAVE_PATH", elsewhere.to_str().unwrap())],
+    );
+    assert_eq!(saved.code(), Some(1));
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.join("dropship-push.retry")).unwrap(),
+        "node3\n"
+    );
+    std::fs::remove_file(&file).unwrap();
+    let off = in_work(
+        &["-l", "node3", "--retries", "1"],
+        &[("ANSIBLE_RETRY_FILES_ENABLED", "false")],
+    );
+    assert_eq!(off.code(), Some(1));
+    assert!(
+        !file.exists() && !off.stdout().contains("to retry"),
+        "{}",
+        off.stdout()
+    );
+    assert_eq!(off.json["retry_file"], Value::Null);
 }
 
 #[test]
@@ -324,14 +534,21 @@ fn a_stopped_docker_daemon_fails_that_node_with_the_daemons_words() {
     );
     tb.start_dockerd(node);
     assert_eq!(run.code(), Some(1), "{}", run.stderr());
-    let reason = run.host("node2")["reason"].as_str().unwrap().to_string();
+    let host = run.host("node2");
+    assert_eq!(host["status"], "failed", "reached, then failed: {host}");
+    assert_eq!(host["phase"], "facts", "{host}");
+    let reason = host["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("docker does not answer"), "{reason}");
     assert!(
         reason.contains("Cannot connect to the Docker daemon"),
         "{reason}"
     );
+    // The recap's line names the host already; the reason follows without it.
+    let shown = reason.strip_prefix("node2: ").unwrap_or(&reason);
     assert!(
-        run.stdout().contains(&reason),
+        run.stdout().contains(&format!(
+            "node2 : FAILED      docker     phase=facts attempts=1: {shown}"
+        )),
         "the recap shows it: {}",
         run.stdout()
     );
@@ -568,63 +785,88 @@ fn a_node_holding_the_shared_base_gets_everything_but_the_base_and_no_delta_send
     }
 }
 
+/// Ctrl-C, SIGTERM (what `timeout`, systemd and CI runners send) and SIGHUP mid-transfer:
+/// the transfer stops, the recap and the JSON are written, the exit code is the signal's, and
+/// the node is left without a partial file.
 #[test]
-fn ctrl_c_stops_the_transfers_reports_and_leaves_no_partial_file() {
+fn a_signal_mid_transfer_stops_it_reports_and_leaves_no_partial_file() {
     let (tb, _lock) = testbed!();
     tb.reset_nodes();
     let node = tb.node("node2");
     tb.shape(node, Some("1mbit"));
+    let _unshape = crate::support::defer(|| tb.shape(node, None));
     let cache = tempfile::tempdir().unwrap();
     let json = cache.path().join("recap.json");
-    let child = tb
-        .dropship()
-        .args(["push", "-i"])
-        .arg(&tb.inventory_ini)
-        .arg("--images-file")
-        .arg(&tb.images_file)
-        .arg("--cache-dir")
-        .arg(cache.path().join("c"))
-        .arg("--json")
-        .arg(&json)
-        .args([
-            "--delegate",
-            "localhost",
-            "--source",
-            "docker",
-            "--keep-remote-cache",
-            "-l",
-            "node2",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the partial archive shows on the node, then interrupt like a terminal would.
-    let partial = || crate::support::stdout(&tb.run_in(node, "find /tmp/releases -name '*.part'"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while partial().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
+    for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
+        let _ = std::fs::remove_file(&json);
+        let child = tb
+            .dropship()
+            .args(["push", "-i"])
+            .arg(&tb.inventory_ini)
+            .arg("--images-file")
+            .arg(&tb.images_file)
+            .arg("--cache-dir")
+            .arg(cache.path().join("c"))
+            .arg("--json")
+            .arg(&json)
+            .args([
+                "--delegate",
+                "localhost",
+                "--source",
+                "docker",
+                "--keep-remote-cache",
+                "-l",
+                "node2",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the partial archive shows on the node, then send the signal.
+        let partial =
+            || crate::support::stdout(&tb.run_in(node, "find /tmp/releases -name '*.part'"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while partial().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            !partial().is_empty(),
+            "SIG{signal}: the transfer never started"
+        );
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status();
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "SIG{signal}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("interrupted by SIG{signal}"))
+                && stdout.contains("node2 : INTERRUPTED"),
+            "SIG{signal}: {stdout}"
+        );
+        let recap: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(recap["interrupted"], format!("SIG{signal}"));
+        let host = &recap["hosts"][0];
+        assert_eq!(host["status"], "interrupted", "{host}");
+        assert_eq!(host["phase"], "send", "{host}");
+        assert!(host["bytes_sent"].as_u64().unwrap() > 0, "{host}");
+        // The node's side notices the closed channel and removes what it had received.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !files_under_releases(&tb, node).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            files_under_releases(&tb, node),
+            "",
+            "SIG{signal}: a partial archive was left behind"
+        );
+        assert!(tb.node_images(node).is_empty());
     }
-    assert!(!partial().is_empty(), "the transfer never started");
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let output = child.wait_with_output().unwrap();
-    tb.shape(node, None);
-    assert_eq!(output.status.code(), Some(130));
-    let recap: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(recap["interrupted"], "SIGINT");
-    assert_eq!(recap["hosts"][0]["status"], "failed");
-    // The node's side notices the closed channel and removes what it had received.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !files_under_releases(&tb, node).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(
-        files_under_releases(&tb, node),
-        "",
-        "a partial archive was left behind"
-    );
-    assert!(tb.node_images(node).is_empty());
 }
 
 /// Whether a `docker load` runs in the node's network namespace (a push is loading there).

@@ -179,7 +179,7 @@ fn bytes(n: u64) -> String {
 
 fn print_listing(listing: &Listing, json: bool) -> anyhow::Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&listing)?);
+        super::print_stdout(&(serde_json::to_string_pretty(&listing)? + "\n"))?;
         return Ok(ExitCode::SUCCESS);
     }
     println!(

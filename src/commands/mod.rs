@@ -5,10 +5,11 @@ mod inventory;
 mod ping;
 mod push;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use std::path::PathBuf;
+use anyhow::Context;
 
 use crate::ansible_cfg::{AnsibleCfg, AnsibleCfgError};
 use crate::cli::{Cli, Command, ConnectArgs, GlobalArgs, MAX_FORKS};
@@ -235,14 +236,10 @@ fn list_hosts(inventory: &Inventory, limit: Option<&str>) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints to stdout; a closed pipe (`| head`) is not an error.
+/// Prints to stdout; a closed pipe (`| head`) or a terminal that hung up is not an error.
 fn print_stdout(text: &str) -> anyhow::Result<()> {
-    use anyhow::Context;
     use std::io::Write;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        written => written.context("writing to stdout"),
-    }
+    ignore_gone(std::io::stdout().lock().write_all(text.as_bytes())).context("writing to stdout")
 }
 
 /// The `-v` lines saying how each host will be reached.
@@ -261,7 +258,6 @@ fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
 }
 
 fn man(out_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    use anyhow::Context;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let command = <Cli as clap::CommandFactory>::command();
@@ -270,17 +266,58 @@ fn man(out_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Write `value` as pretty JSON to `path` ("-" for stdout); a file is written under a temporary
-/// name and renamed, so a reader never sees half of it.
-fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let text = serde_json::to_string_pretty(value)? + "\n";
-    if path.as_os_str() == "-" {
-        print!("{text}");
-        return Ok(());
+/// A run's results, written whatever happened: the JSON (`--json FILE`, or `-` for stdout)
+/// and the text people read. A file comes first, so it is written even when the terminal
+/// went away (SIGHUP); the text goes to stdout, or to stderr when the JSON has stdout to
+/// itself, so that `--json - | jq` reads JSON alone. A closed terminal or pipe does not stop
+/// the rest from being written.
+fn write_results(
+    json: Option<&std::path::Path>,
+    value: &impl serde::Serialize,
+    text: &str,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let to_stdout = json.is_some_and(|path| path.as_os_str() == "-");
+    let written = match json {
+        Some(path) if !to_stdout => write_json_file(path, value),
+        _ => Ok(()),
+    };
+    if to_stdout {
+        ignore_gone(std::io::stderr().lock().write_all(text.as_bytes()))?;
+        print_stdout(&(serde_json::to_string_pretty(value)? + "\n"))?;
+    } else {
+        print_stdout(text)?;
     }
+    written
+}
+
+/// A write to a reader that left (a closed pipe, a terminal that hung up) is not an error:
+/// nobody is there to read about it.
+fn ignore_gone(written: std::io::Result<()>) -> std::io::Result<()> {
+    match written {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::BrokenPipe
+                || e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Write `value` as pretty JSON to `path`, under a temporary name and renamed, so a reader
+/// never sees half of it.
+fn write_json_file(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    write_atomically(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `bytes` into `path` under a temporary name, then renamed over it.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut temp = path.as_os_str().to_owned();
     temp.push(format!(".{}.tmp", std::process::id()));
-    std::fs::write(&temp, text).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&temp, bytes)?;
+    std::fs::rename(&temp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })
 }

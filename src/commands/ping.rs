@@ -17,7 +17,7 @@ use crate::push::plan::runtime_of;
 use crate::runtime::Runtime;
 use crate::ssh::{Connector, Hop, Host};
 
-use super::write_json;
+use super::write_results;
 
 pub async fn run(run: &super::Run, args: &PingArgs) -> anyhow::Result<ExitCode> {
     let limit = run.global.limit.as_deref();
@@ -41,10 +41,7 @@ pub async fn run(run: &super::Run, args: &PingArgs) -> anyhow::Result<ExitCode> 
         run.forks(&args.connect)?,
     )
     .await;
-    print!("{}", report.render());
-    if let Some(path) = &args.json {
-        write_json(path, &report)?;
-    }
+    write_results(args.json.as_deref(), &report, &report.render())?;
     let failed = report.failed_hosts();
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)

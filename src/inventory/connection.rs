@@ -231,13 +231,13 @@ fn identify(inventory: &Inventory, mut jump: Hop, defaults: &Defaults) -> Hop {
     jump
 }
 
-/// The hosts an operation acts on: those `pattern` selects, less the bastion and
+/// The hosts an operation acts on: those the limit `pattern` selects, less the bastion and
 /// `ansible_connection=local` hosts, in inventory order (not resolved: nothing is read but the
 /// inventory, as `--list-hosts` wants).
 pub fn target_names(inventory: &Inventory, pattern: &str) -> Result<Vec<String>, InventoryError> {
     let bastion = bastion_host(inventory);
     let mut targets = Vec::new();
-    for name in inventory.select(pattern)? {
+    for name in inventory.limit(pattern)? {
         if Some(&name) == bastion.as_ref() || is_local(inventory, &name)? {
             continue;
         }

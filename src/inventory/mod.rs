@@ -265,6 +265,12 @@ impl Inventory {
         pattern::select(&self.data, pattern)
     }
 
+    /// The hosts of a `--limit`: a pattern, whose `@FILE` parts read a pattern per line of
+    /// FILE (Ansible's retry files).
+    pub fn limit(&self, subset: &str) -> Result<Vec<String>, InventoryError> {
+        pattern::limit(&self.data, subset)
+    }
+
     /// The text of a value Ansible never templates: an `!unsafe` string as written, an inline
     /// `!vault` value decrypted (with the secrets given to `load_with`). `None` for any other
     /// value, which the caller reads (and renders) itself.

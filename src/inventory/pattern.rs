@@ -1,6 +1,7 @@
 //! Ansible host patterns (`--limit`), ported from `InventoryManager`: `a:b` / `a,b` unions,
 //! `&` intersections and `!` exclusions applied in that order, globs, `~regex`, `group[0]`,
-//! `group[1:3]`. Ansible only warns about a part matching nothing; dropship refuses it.
+//! `group[1:3]`, and in a limit `@FILE` parts whose file holds one pattern per line (a retry
+//! file). Ansible only warns about a part matching nothing; dropship refuses it.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -18,11 +19,60 @@ static COLON_PARTS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?:[^\s:\[\]]|\[[^\]]*\])+").expect("colon split pattern"));
 
 pub fn select(data: &InventoryData, pattern: &str) -> Result<Vec<String>, InventoryError> {
+    evaluate(data, pattern, split_host_pattern(pattern))
+}
+
+/// A `--limit`: a pattern whose `@FILE` parts are replaced by the lines of FILE, each a
+/// pattern of its own (Ansible's `InventoryManager.subset`, which reads retry files so; the
+/// path is taken as written, relative to the working directory).
+pub fn limit(data: &InventoryData, subset: &str) -> Result<Vec<String>, InventoryError> {
+    let mut parts = Vec::new();
+    for part in split_host_pattern(subset) {
+        let Some(file) = part.strip_prefix('@') else {
+            parts.push(part);
+            continue;
+        };
+        let path = std::path::Path::new(file);
+        let message = if !path.exists() {
+            Some(format!("Unable to find limit file {file}"))
+        } else if !path.is_file() {
+            Some(format!(
+                "Limit starting with \"@\" must be a file, not a directory: {file}"
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = message {
+            return Err(InventoryError::Pattern {
+                pattern: subset.to_string(),
+                message,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        parts.extend(
+            text.split('\n')
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_string),
+        );
+    }
+    evaluate(data, subset, parts)
+}
+
+/// The hosts `parts` select (unions, then `&` intersections, then `!` exclusions); errors
+/// name `pattern`.
+fn evaluate(
+    data: &InventoryData,
+    pattern: &str,
+    parts: Vec<String>,
+) -> Result<Vec<String>, InventoryError> {
     let fail = |message: String| InventoryError::Pattern {
         pattern: pattern.to_string(),
         message,
     };
-    let parts = split_host_pattern(pattern);
     let (mut regular, mut intersect, mut exclude) = (Vec::new(), Vec::new(), Vec::new());
     for part in &parts {
         match part.chars().next() {
@@ -281,5 +331,32 @@ mod tests {
                 .contains("nosuch")
         );
         assert!(select(&data, "web[7]").is_err());
+    }
+
+    #[test]
+    fn a_limit_reads_at_files_a_pattern_per_line_among_other_parts() {
+        let data = inventory();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("push.retry");
+        std::fs::write(&file, "w3\n\n  d1  \n!w2\n").unwrap();
+        let at = format!("@{}", file.display());
+        let sel = |p: &str| limit(&data, p).unwrap();
+        assert_eq!(sel(&at), ["w3", "d1"]);
+        assert_eq!(sel(&format!("{at},db")), ["w3", "d1", "d3"]);
+        assert_eq!(sel(&format!("db:{at}")), ["d1", "d3", "w3"]);
+        // As in Ansible, only a part that starts with `@` names a file.
+        assert!(limit(&data, &format!("web:&{at}")).is_err());
+        assert_eq!(sel("web:!db"), ["w1", "w3"], "a plain limit as before");
+        let missing = limit(&data, "@/nonexistent.retry").unwrap_err().to_string();
+        assert!(
+            missing.contains("Unable to find limit file /nonexistent.retry"),
+            "{missing}"
+        );
+        let dir_given = format!("@{}", dir.path().display());
+        let err = limit(&data, &dir_given).unwrap_err().to_string();
+        assert!(err.contains("must be a file, not a directory"), "{err}");
+        std::fs::write(&file, "w1\nnosuch\n").unwrap();
+        let err = limit(&data, &at).unwrap_err().to_string();
+        assert!(err.contains("nosuch"), "{err}");
     }
 }

@@ -12,7 +12,7 @@ use super::{Inventory, InventoryError};
 pub fn list(inventory: &Inventory, limit: Option<&str>) -> Result<Value, InventoryError> {
     let data = inventory.data();
     let hosts = match limit {
-        Some(pattern) => inventory.select(pattern)?,
+        Some(pattern) => inventory.limit(pattern)?,
         None => data.group_hosts("all"),
     };
     let available: HashSet<&str> = hosts.iter().map(String::as_str).collect();

@@ -8,21 +8,25 @@ pub mod kubespray;
 pub mod node;
 pub mod plan;
 pub mod progress;
+pub mod recap;
 pub mod report;
+pub mod state;
 pub mod transfer;
 
 use std::future::Future;
+use std::time::SystemTime;
 
 use futures::{FutureExt, StreamExt};
 
-use crate::image::Cache;
+use crate::image::{Cache, CacheError, ImageRef};
 use crate::shutdown::Signal;
 use crate::ssh::Connector;
 use fetch::Images;
 use node::NodeContext;
 use plan::{Plan, Target};
 use progress::Progress;
-use report::{HostReport, HostStatus, RunReport};
+use report::{HostReport, RunReport};
+use state::NodeState;
 
 /// Push the plan's images to its targets; never fails: the report says what happened on each
 /// host, and why the images could not be had if the download failed.
@@ -30,7 +34,7 @@ use report::{HostReport, HostStatus, RunReport};
 /// Nodes connect and gather facts while the delegate downloads. When `shutdown` resolves, the
 /// transfers under way stop (dropping a transfer closes its channel, and the node's side
 /// removes any partial file), the download is no longer waited for, and the hosts that had
-/// not finished are reported as interrupted.
+/// not finished are reported as interrupted, each with the phase it was in.
 pub async fn run(
     plan: &Plan,
     connector: &Connector,
@@ -38,6 +42,7 @@ pub async fn run(
     progress: &Progress,
     shutdown: impl Future<Output = Signal>,
 ) -> RunReport {
+    let started = SystemTime::now();
     let shutdown = shutdown.boxed_local().shared();
     let images = Images::new(plan, connector, cache, progress);
     let ctx = NodeContext {
@@ -67,9 +72,49 @@ pub async fn run(
     progress.finish();
     RunReport {
         check: plan.settings.check,
+        started,
+        finished: SystemTime::now(),
         interrupted,
         download_error: download_error.map(|e| e.to_string()),
+        retry_file: None,
         hosts,
+    }
+}
+
+/// What `--offline` needs that the cache lacks.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(
+        "--offline: not in the cache {}: {}; pull them (without --offline) or `dropship cache import` them",
+        cache.display(),
+        missing.join(", ")
+    )]
+    NotCached {
+        cache: std::path::PathBuf,
+        missing: Vec<String>,
+    },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// With `--offline` every image must be in the cache: checked before anything is contacted,
+/// naming every image missing at once.
+pub fn check_offline(cache: &Cache, images: &[ImageRef]) -> Result<(), OfflineError> {
+    let mut missing = Vec::new();
+    for image in images {
+        match cache.require(&image.to_string()) {
+            Ok(_) => {}
+            Err(CacheError::NotCached { .. }) => missing.push(image.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(OfflineError::NotCached {
+            cache: cache.root().to_path_buf(),
+            missing,
+        })
     }
 }
 
@@ -79,9 +124,13 @@ async fn push_all(
     targets: &[Target],
     shutdown: impl Future<Output = Signal>,
 ) -> (Vec<HostReport>, Option<Signal>) {
+    let states: Vec<NodeState> = targets
+        .iter()
+        .map(|target| NodeState::new(target, ctx.progress))
+        .collect();
     let mut reports: Vec<Option<HostReport>> = vec![None; targets.len()];
-    let mut tasks = futures::stream::iter(targets.iter().enumerate())
-        .map(|(i, target)| async move { (i, node::push(ctx, target).await) })
+    let mut tasks = futures::stream::iter(targets.iter().zip(&states).enumerate())
+        .map(|(i, (target, state))| async move { (i, node::push(ctx, target, state).await) })
         .buffer_unordered(ctx.settings.forks.max(1));
     tokio::pin!(shutdown);
     let mut interrupted = None;
@@ -103,31 +152,15 @@ async fn push_all(
     drop(tasks);
     let hosts = reports
         .into_iter()
-        .zip(targets)
-        .map(|(report, target)| {
+        .zip(&states)
+        .map(|(report, state)| {
             report.unwrap_or_else(|| {
                 let signal = interrupted.expect("a host is unfinished only after a signal");
-                interrupted_report(target, signal)
+                state.interrupted(signal)
             })
         })
         .collect();
     (hosts, interrupted)
-}
-
-fn interrupted_report(target: &Target, signal: Signal) -> HostReport {
-    HostReport {
-        host: target.host.name().to_string(),
-        runtime: target.runtime,
-        status: HostStatus::Failed {
-            reason: format!("interrupted ({signal}) before it finished"),
-        },
-        images: Vec::new(),
-        bytes_sent: 0,
-        bytes_saved: 0,
-        attempts: 0,
-        elapsed: std::time::Duration::ZERO,
-        notes: Vec::new(),
-    }
 }
 
 #[cfg(test)]
@@ -193,13 +226,15 @@ mod tests {
         for host in &report.hosts {
             assert_eq!(
                 host.status,
-                HostStatus::Failed {
+                report::HostStatus::Interrupted {
                     reason: "interrupted (SIGTERM) before it finished".into()
                 },
                 "{}",
                 host.host
             );
+            assert_eq!(host.phase, Some(report::Phase::Connect), "{}", host.host);
         }
+        assert_eq!(report.retry_hosts(), ["node1", "node2", "node3"]);
     }
 
     #[tokio::test]
@@ -228,6 +263,6 @@ mod tests {
         assert_eq!(report.interrupted, None);
         let reason = report.download_error.expect("the download failed");
         assert!(reason.contains("is not in the cache"), "{reason}");
-        assert!(report.hosts[0].failed());
+        assert_eq!(report.hosts[0].status.name(), "unreachable");
     }
 }

@@ -1,11 +1,8 @@
 //! One node, start to finish: connect, gather facts, decide, send, load, verify — retried as
 //! a whole, so a node that comes back half-way through starts clean.
 
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 
@@ -13,12 +10,13 @@ use super::decide::{Decision, Delta, WantedImage, decide};
 use super::fetch::Images;
 use super::plan::{PushSettings, Target};
 use super::progress::Progress;
-use super::report::{HostReport, HostStatus, ImageAction, ImageResult};
-use super::transfer::{self, Landing};
+use super::report::{HostReport, HostStatus, ImageAction, ImageResult, Phase};
+use super::state::{Ending, NodeState};
+use super::transfer::{self, Landing, LoadOutput};
 use crate::facts::{self, Facts, FactsError};
 use crate::image::platform::Platform;
 use crate::image::{ArchiveFormat, ArchivePlan, Cache, CacheError, DiffId, ImageId};
-use crate::retry::{self, Jitter, Transient};
+use crate::retry::{self, Jitter, Retry, Transient};
 use crate::runtime::{self, Expected, LoadRequest, Runtime, Unready};
 use crate::ssh::{Connector, Session, SshError};
 
@@ -74,40 +72,32 @@ pub enum NodeError {
 
 impl Transient for NodeError {
     fn is_transient(&self) -> bool {
+        self.retry() != Retry::Never
+    }
+
+    fn retry(&self) -> Retry {
         match self {
-            NodeError::Ssh(e) => e.is_transient(),
-            NodeError::Facts(FactsError::Ssh(e)) => e.is_transient(),
+            NodeError::Ssh(e) | NodeError::Facts(FactsError::Ssh(e)) => e.retry(),
             // A daemon restarting or a load cut short may well work next time.
-            NodeError::RuntimeDown { .. } | NodeError::Load { .. } => true,
+            NodeError::RuntimeDown { .. } | NodeError::Load { .. } => Retry::Staggered,
             NodeError::Facts(_)
             | NodeError::NoRuntime { .. }
             | NodeError::NotInstalled { .. }
             | NodeError::Mismatch { .. }
             | NodeError::Cache { .. }
             | NodeError::Platform { .. }
-            | NodeError::Download { .. } => false,
+            | NodeError::Download { .. } => Retry::Never,
         }
     }
 }
 
-/// What one successful attempt found and did.
-struct Outcome {
-    status: HostStatus,
-    images: Vec<ImageResult>,
-    /// With `--check`: what would be sent; otherwise the counter says.
-    would_send: u64,
-    bytes_saved: u64,
-    notes: Vec<String>,
-}
-
-impl Outcome {
-    fn new(status: HostStatus, images: Vec<ImageResult>) -> Self {
-        Outcome {
-            status,
-            images,
-            would_send: 0,
-            bytes_saved: 0,
-            notes: Vec::new(),
+impl NodeError {
+    /// Whether the node was out of reach (its connection failed or broke), rather than
+    /// reached and then failing: see [`SshError::unreachable`].
+    pub fn unreachable(&self) -> bool {
+        match self {
+            NodeError::Ssh(e) | NodeError::Facts(FactsError::Ssh(e)) => e.unreachable(),
+            _ => false,
         }
     }
 }
@@ -200,12 +190,10 @@ pub fn node_plan(facts: &Facts, runtime: Runtime, wanted: &[WantedImage], delta:
     }
 }
 
-/// Push to one node, retrying transient failures; never fails: the report says what happened.
-pub async fn push(ctx: &NodeContext<'_, '_>, target: &Target) -> HostReport {
+/// Push to one node, retrying transient failures; never fails: the report says what happened
+/// (read from `state`, which also tells the progress display which phase the node is in).
+pub async fn push(ctx: &NodeContext<'_, '_>, target: &Target, state: &NodeState<'_>) -> HostReport {
     let host = target.host.name();
-    let started = Instant::now();
-    let sent = Arc::new(AtomicU64::new(0));
-    let runtime = Cell::new(target.runtime);
     let mut jitter = Jitter::new(ctx.settings.seed, host);
     let on_retry = |attempt: u32, err: &NodeError, delay: std::time::Duration| {
         ctx.progress.step(
@@ -217,53 +205,48 @@ pub async fn push(ctx: &NodeContext<'_, '_>, target: &Target) -> HostReport {
             ),
         );
     };
-    let retried = retry::retry(ctx.settings.retry, &mut jitter, on_retry, |_| {
-        attempt(ctx, target, &sent, &runtime)
+    let retried = retry::retry(ctx.settings.retry, &mut jitter, on_retry, |n| {
+        state.begin_attempt(n);
+        attempt(ctx, target, state)
     })
     .await;
-    let wire_bytes = sent.load(Ordering::Relaxed);
-    let report = |outcome: Outcome| HostReport {
-        host: host.to_string(),
-        runtime: runtime.get(),
-        status: outcome.status,
-        images: outcome.images,
-        bytes_sent: wire_bytes + outcome.would_send,
-        bytes_saved: outcome.bytes_saved,
-        attempts: retried.attempts,
-        elapsed: started.elapsed(),
-        notes: outcome.notes,
-    };
-    match retried.result {
-        Ok(outcome) => report(outcome),
-        Err(err) => report(Outcome::new(
-            HostStatus::Failed {
-                reason: err.to_string(),
-            },
-            Vec::new(),
-        )),
-    }
+    state.report(match retried.result {
+        Ok(ending) => ending,
+        Err(err) => {
+            let reason = err.to_string();
+            let status = if err.unreachable() {
+                HostStatus::Unreachable { reason }
+            } else {
+                HostStatus::Failed { reason }
+            };
+            Ending::new(status, Vec::new())
+        }
+    })
 }
 
 async fn attempt(
     ctx: &NodeContext<'_, '_>,
     target: &Target,
-    sent: &Arc<AtomicU64>,
-    runtime: &Cell<Option<Runtime>>,
-) -> Result<Outcome, NodeError> {
+    state: &NodeState<'_>,
+) -> Result<Ending, NodeError> {
     let host = target.host.name();
-    ctx.progress.step(host, "connecting");
+    state.enter(Phase::Connect);
     let session = ctx.connector.connect(&target.host).await?;
     if ctx.delegate == Some(host)
         && let Some(download) = ctx.images.once()
     {
         // It pulls the images itself: read its facts afterwards, or they miss them.
+        state.enter(Phase::Download);
         let _ = download.await;
     }
+    state.enter(Phase::Facts);
     let become_ = target.host.become_.as_ref();
     let facts = facts::gather(&session, &ctx.settings.local_release_dir, become_).await?;
-    let outcome = act(ctx, target, &session, &facts, sent, runtime).await;
+    let ending = act(ctx, target, &session, &facts, state).await;
+    // Closing the session is no phase's time.
+    state.close();
     session.close().await;
-    outcome
+    ending
 }
 
 async fn act(
@@ -271,20 +254,20 @@ async fn act(
     target: &Target,
     session: &Session,
     facts: &Facts,
-    sent: &Arc<AtomicU64>,
-    runtime_seen: &Cell<Option<Runtime>>,
-) -> Result<Outcome, NodeError> {
+    state: &NodeState<'_>,
+) -> Result<Ending, NodeError> {
     let host = target.host.name();
     if let Some(os) = coreos_os(target, facts) {
-        return Ok(Outcome::new(HostStatus::SkippedCoreos { os }, Vec::new()));
+        return Ok(Ending::new(HostStatus::SkippedCoreos { os }, Vec::new()));
     }
-    runtime_seen.set(target.runtime.or_else(|| Runtime::detect(facts)));
+    state.set_runtime(target.runtime.or_else(|| Runtime::detect(facts)));
     let runtime = runtime_for(target, facts)?;
     let platform =
         node_platform(ctx.platform, target, facts).map_err(|source| NodeError::Platform {
             host: host.to_string(),
             source,
         })?;
+    state.enter(Phase::Download);
     let wanted =
         ctx.images
             .for_platform(&platform)
@@ -293,19 +276,20 @@ async fn act(
                 host: host.to_string(),
                 reason,
             })?;
+    state.enter(Phase::Decide);
     let NodePlan {
         images,
         send: sending,
         omit,
         format,
     } = node_plan(facts, runtime, &wanted, ctx.settings.delta);
-    let mut outcome = Outcome::new(HostStatus::UpToDate, images);
+    let mut ending = Ending::new(HostStatus::UpToDate, images);
     if sending.is_empty() {
-        return Ok(outcome);
+        return Ok(ending);
     }
     let chosen: Vec<&WantedImage> = sending.iter().map(|&i| &wanted[i]).collect();
     let images_platform = common_platform(&chosen);
-    outcome.notes = runtime.notes(facts, target.pin, images_platform, &platform);
+    ending.notes = runtime.notes(facts, target.pin, images_platform, &platform);
     let ids: Vec<ImageId> = chosen.iter().map(|w| w.record.id).collect();
     let cache_error = |source| NodeError::Cache {
         host: host.to_string(),
@@ -316,11 +300,11 @@ async fn act(
         .cache
         .archive_plan(&ids, &omit, layout, format)
         .map_err(cache_error)?;
-    outcome.status = HostStatus::Loaded;
-    outcome.bytes_saved = plan.saved_bytes;
+    ending.status = HostStatus::Loaded;
+    ending.bytes_saved = plan.saved_bytes;
     if ctx.settings.check {
-        outcome.would_send = plan.wire_bytes().unwrap_or(plan.raw_bytes);
-        return Ok(outcome);
+        ending.would_send = plan.wire_bytes().unwrap_or(plan.raw_bytes);
+        return Ok(ending);
     }
     let expected = Expected::from_plan(&plan);
     let node = Node {
@@ -333,7 +317,7 @@ async fn act(
         node_platform: &platform,
     };
     let delta_used = !plan.omitted.is_empty();
-    match send(ctx, &node, plan, sent).await {
+    match send(ctx, &node, plan, state).await {
         Err(NodeError::Load { stderr, .. })
             if delta_used && runtime.lacked_left_out_layers(&stderr) =>
         {
@@ -345,19 +329,20 @@ async fn act(
             {
                 session.exec(&cleanup).run().await?;
             }
-            outcome.notes.push(format!(
+            ending.notes.push(format!(
                 "the load without the layers it had failed ({stderr}); sent the full archive"
             ));
-            outcome.bytes_saved = 0;
+            ending.bytes_saved = 0;
+            state.enter(Phase::Decide);
             let full = ctx
                 .cache
                 .archive_plan(&ids, &HashSet::new(), layout, format)
                 .map_err(cache_error)?;
-            send(ctx, &node, full, sent).await?;
+            send(ctx, &node, full, state).await?;
         }
         other => other?,
     }
-    Ok(outcome)
+    Ok(ending)
 }
 
 /// The platform all of `images` are for, when they agree.
@@ -395,11 +380,13 @@ struct Node<'a> {
     node_platform: &'a Platform,
 }
 
+/// Stream `plan` into the node's loader and check what it then holds, in one exec: the send
+/// phase lasts until the node prints the verify mark, the verify phase from there.
 async fn send(
     ctx: &NodeContext<'_, '_>,
     node: &Node<'_>,
     plan: ArchivePlan,
-    sent: &Arc<AtomicU64>,
+    state: &NodeState<'_>,
 ) -> Result<(), NodeError> {
     let host = node.target.host.name();
     let landing = if ctx.settings.keep_remote_cache {
@@ -421,17 +408,24 @@ async fn send(
             become_: node.target.host.become_.as_ref(),
         },
     );
+    state.enter(Phase::Send);
     let _bar = ctx
         .progress
-        .transfer(host, size.unwrap_or(plan.raw_bytes), sent.clone());
+        .transfer(host, size.unwrap_or(plan.raw_bytes), state.sent.clone());
     let reader = ctx.cache.archive_reader(plan);
+    let mut stdout = LoadOutput::default();
     let output = node
         .session
         .exec(&command)
         .stdin(reader)
-        .count_sent(sent.clone())
+        .stdout_to(&mut stdout)
+        .count_sent(state.sent.clone())
         .run()
         .await?;
+    let verify_started = stdout.verify_started();
+    if let Some(at) = verify_started {
+        state.enter_at(Phase::Verify, at);
+    }
     if !output.success() {
         return Err(NodeError::Load {
             host: host.to_string(),
@@ -440,9 +434,11 @@ async fn send(
             stderr: output.stderr_text(),
         });
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    if verify_started.is_none() {
+        state.enter(Phase::Verify);
+    }
     node.runtime
-        .check_loaded(node.facts, &stdout, node.expected)
+        .check_loaded(node.facts, &stdout.text(), node.expected)
         .map_err(|source| NodeError::Mismatch {
             host: host.to_string(),
             source,

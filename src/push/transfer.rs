@@ -6,8 +6,14 @@
 //! transfer (`Runtime::load_command` puts the pieces together).
 
 use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::AsyncWrite;
 
 use crate::image::ArchiveFormat;
+use crate::ssh::DEFAULT_CAPTURE_LIMIT;
 use crate::ssh::quote;
 
 /// Separates the loader's own output from the report printed after it.
@@ -124,10 +130,77 @@ pub fn after_mark(stdout: &str) -> Option<&str> {
     stdout.split_once(VERIFY_MARK).map(|(_, after)| after)
 }
 
+/// The stdout of a load command, captured, with the moment [`VERIFY_MARK`] arrived: what the
+/// node printed before it was the load, after it the check (the phases' boundary).
+#[derive(Default)]
+pub struct LoadOutput {
+    bytes: Vec<u8>,
+    verify_started: Option<Instant>,
+}
+
+impl LoadOutput {
+    pub fn verify_started(&self) -> Option<Instant> {
+        self.verify_started
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+impl AsyncWrite for LoadOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.bytes.len() + data.len() > DEFAULT_CAPTURE_LIMIT {
+            return Poll::Ready(Err(std::io::Error::other(format!(
+                "the load printed more than {DEFAULT_CAPTURE_LIMIT} bytes"
+            ))));
+        }
+        // Only the new bytes and the mark's length before them can complete the mark.
+        let from = this.bytes.len().saturating_sub(VERIFY_MARK.len());
+        this.bytes.extend_from_slice(data);
+        if this.verify_started.is_none()
+            && this.bytes[from..]
+                .windows(VERIFY_MARK.len())
+                .any(|w| w == VERIFY_MARK.as_bytes())
+        {
+            this.verify_started = Some(Instant::now());
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[tokio::test]
+    async fn the_load_output_notes_when_the_mark_arrives_even_split_across_writes() {
+        use tokio::io::AsyncWriteExt;
+        let mut out = LoadOutput::default();
+        out.write_all(b"Loaded image: a:b\n@@dropship ")
+            .await
+            .unwrap();
+        assert_eq!(out.verify_started(), None);
+        out.write_all(b"verify@@\nsha256:1\n").await.unwrap();
+        let seen = out.verify_started().expect("the mark arrived");
+        out.write_all(b"sha256:2\n").await.unwrap();
+        assert_eq!(out.verify_started(), Some(seen));
+        assert_eq!(after_mark(&out.text()), Some("\nsha256:1\nsha256:2\n"));
+    }
 
     #[test]
     fn streaming_decompresses_into_the_loader() {

@@ -16,6 +16,7 @@ use super::host_keys::{Client, ClientError, HostKeyCheck};
 use super::options::{ConnectOptions, current_user};
 use super::session::Session;
 use super::{SshError, Step};
+use crate::retry::Retry;
 
 /// Opens sessions to hosts. Cheap to clone; every clone shares the bastion connections,
 /// the handshake limits and the decrypted keys.
@@ -255,7 +256,11 @@ impl Connector {
                 host: host.to_string(),
                 target: address.clone(),
                 reason: tunnel_refusal(&reason),
-                transient: reason != russh::ChannelOpenFailure::AdministrativelyProhibited,
+                retry: match reason {
+                    russh::ChannelOpenFailure::AdministrativelyProhibited => Retry::Never,
+                    russh::ChannelOpenFailure::ConnectFailed => Retry::Once,
+                    _ => Retry::Staggered,
+                },
             },
             source => SshError::Protocol {
                 host: host.to_string(),

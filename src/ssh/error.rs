@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::retry::Retry;
+
 /// The step of a connection that was under way when something failed or timed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -23,7 +25,8 @@ impl std::fmt::Display for Step {
     }
 }
 
-/// A failure of the SSH layer. `is_transient()` tells a retry policy whether trying again can help.
+/// A failure of the SSH layer. `retry()` tells a retry policy whether trying again can help,
+/// `unreachable()` whether the host was out of reach or something else failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     #[error("{host}: cannot connect to {address}: {source}")]
@@ -54,8 +57,9 @@ pub enum SshError {
         host: String,
         target: String,
         reason: String,
-        /// False when the bastion forbids forwarding: retrying cannot help.
-        transient: bool,
+        /// Never when the bastion forbids forwarding; once when it could not connect (what
+        /// OpenSSH answers for a refused connection).
+        retry: Retry,
     },
 
     #[error("{host}: SSH failure during {step}: {source}")]
@@ -163,17 +167,29 @@ pub enum SshError {
 }
 
 impl SshError {
-    /// Whether trying again later can succeed: lost, refused, reset or timed-out connections are;
-    /// refused credentials, host keys and local file problems are not.
+    /// Whether trying again later can succeed (see [`SshError::retry`]).
     pub fn is_transient(&self) -> bool {
+        self.retry() != Retry::Never
+    }
+
+    /// Lost, reset or timed-out connections may come back: the whole schedule. A refused one
+    /// (nothing listens: sshd stopped, or restarting) is tried once more. Refused credentials,
+    /// host keys and local file problems would fail the same way again.
+    pub fn retry(&self) -> Retry {
         match self {
+            SshError::Connect { source, .. }
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                Retry::Once
+            }
             SshError::Connect { .. }
             | SshError::Timeout { .. }
-            | SshError::ConnectionLost { .. } => true,
-            SshError::Tunnel { transient, .. } => *transient,
-            SshError::Bastion { source, .. } => source.is_transient(),
-            SshError::Protocol { source, .. } => is_transient_russh(source),
-            SshError::Auth { .. }
+            | SshError::ConnectionLost { .. } => Retry::Staggered,
+            SshError::Tunnel { retry, .. } => *retry,
+            SshError::Bastion { source, .. } => source.retry(),
+            SshError::Protocol { source, .. } if is_transient_russh(source) => Retry::Staggered,
+            SshError::Protocol { .. }
+            | SshError::Auth { .. }
             | SshError::Key { .. }
             | SshError::UnknownHostKey { .. }
             | SshError::HostKeyChanged { .. }
@@ -182,8 +198,24 @@ impl SshError {
             | SshError::Stdin { .. }
             | SshError::Stdout { .. }
             | SshError::OutputTooLarge { .. }
-            | SshError::CommandFailed { .. } => false,
+            | SshError::CommandFailed { .. } => Retry::Never,
         }
+    }
+
+    /// Whether the host is *unreachable* in Ansible's sense: the connection could not be made
+    /// or broke (TCP, the bastion or its tunnel, the handshake, host keys, authentication, a
+    /// connection lost mid-command). Ansible reports a host unreachable whenever its
+    /// connection plugin fails (`AnsibleConnectionFailure`: ssh exiting 255, including a
+    /// session cut mid-task) and failed when the remote command ran and failed; so here: a
+    /// command that failed, or a local stream problem, is not.
+    pub fn unreachable(&self) -> bool {
+        !matches!(
+            self,
+            SshError::Stdin { .. }
+                | SshError::Stdout { .. }
+                | SshError::OutputTooLarge { .. }
+                | SshError::CommandFailed { .. }
+        )
     }
 
     /// The inventory host this error is about.
@@ -231,20 +263,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lost_connections_are_transient_and_refusals_are_not() {
+    fn lost_connections_are_transient_refused_ones_retried_once_and_refusals_never() {
         let host = || "node1".to_string();
         let refused = SshError::Connect {
             host: host(),
             address: "198.18.1.2:22".into(),
             source: std::io::ErrorKind::ConnectionRefused.into(),
         };
-        assert!(refused.is_transient());
+        assert_eq!(refused.retry(), Retry::Once);
+        assert!(refused.is_transient() && refused.unreachable());
+        let reset = SshError::Connect {
+            host: host(),
+            address: "198.18.1.2:22".into(),
+            source: std::io::ErrorKind::ConnectionReset.into(),
+        };
+        assert_eq!(reset.retry(), Retry::Staggered);
         let via_bastion = SshError::Bastion {
             host: host(),
             bastion: "bastion".into(),
             source: Box::new(refused),
         };
-        assert!(via_bastion.is_transient());
+        assert_eq!(via_bastion.retry(), Retry::Once);
+        assert!(via_bastion.unreachable());
+        let lost = SshError::ConnectionLost {
+            host: host(),
+            command: "docker load".into(),
+        };
+        assert_eq!(lost.retry(), Retry::Staggered);
+        assert!(
+            lost.unreachable(),
+            "a session cut mid-command: Ansible says UNREACHABLE"
+        );
+        let exited = SshError::CommandFailed {
+            host: host(),
+            command: "sh".into(),
+            status: crate::ssh::ExitStatus::Code(3),
+            stderr: String::new(),
+        };
+        assert!(!exited.unreachable() && !exited.is_transient());
         assert!(
             SshError::Protocol {
                 host: host(),
@@ -267,6 +323,7 @@ mod tests {
             tried: vec!["agent".into()],
         };
         assert!(!auth.is_transient());
+        assert!(auth.unreachable());
         assert!(auth.to_string().contains("node1") && auth.to_string().contains("\"root\""));
         let changed = SshError::HostKeyChanged {
             host: host(),
@@ -276,6 +333,7 @@ mod tests {
             lines: Box::new([3]),
         };
         assert!(!changed.is_transient());
+        assert!(changed.unreachable());
         assert_eq!(changed.host(), "node1");
     }
 }

@@ -94,3 +94,49 @@ fn ansible_cfg_values_out_of_range_are_refused_naming_the_file() {
         run.stderr
     );
 }
+
+/// `--offline` with an image the cache lacks fails at once, naming every missing image, and
+/// contacts nothing: the host (and its would-be bastion) is a listener that sees no connection.
+#[test]
+fn offline_without_the_images_fails_fast_contacting_nothing() {
+    let sandbox = Sandbox::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    sandbox.write(
+        "work/hosts.ini",
+        &format!(
+            "n1 ansible_host=127.0.0.1 ansible_port={port}\n\
+             [bastion]\nbastion ansible_host=127.0.0.1 ansible_port={port}\n"
+        ),
+    );
+    let started = std::time::Instant::now();
+    let run = sandbox.run(&[
+        "push",
+        "-i",
+        "hosts.ini",
+        "--offline",
+        "--cache-dir",
+        "cache",
+        "--image",
+        "registry.example/a:1",
+        "--image",
+        "registry.example/b:2",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--offline: not in the cache")
+            && run
+                .stderr
+                .contains("registry.example/a:1, registry.example/b:2"),
+        "{}",
+        run.stderr
+    );
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+    assert_eq!(
+        listener.accept().map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "something connected"
+    );
+}

@@ -282,3 +282,103 @@ fn limit_patterns_match_ansible_list_hosts() {
         failures.join("\n\n")
     );
 }
+
+/// `--limit @FILE` (a retry file: a pattern per line) and `@FILE` among other parts, against
+/// `ansible all --limit ... --list-hosts` and `ansible-inventory --list --limit ...`. Ansible
+/// lists a limit's hosts in the order of `all`, dropship in the pattern's (as for any limit),
+/// so the hosts are compared as sets, the `--list` documents exactly.
+fn compare_limit_files(ansible: &Ansible, case: &Case, scratch: &std::path::Path) -> Vec<String> {
+    let inventory = match Inventory::load_with(&case.sources, case.vault_secrets()) {
+        Ok(inventory) => inventory,
+        Err(e) => return vec![format!("{}: load failed: {e}", case.name)],
+    };
+    let Ok(all) = inventory.select("all") else {
+        return Vec::new();
+    };
+    let (Some(first), Some(last)) = (all.first(), all.last()) else {
+        return Vec::new();
+    };
+    // The last host, then blank and padded lines, the first host, and (with three hosts or
+    // more) one excluded: what a retry file holds, and what a hand-edited one might.
+    let mut lines = format!("{last}\n\n  {first}  \n");
+    if all.len() > 2 {
+        lines.push_str(&format!("!{}\n", all[1]));
+    }
+    let file = scratch.join(format!("{}.retry", case.name.replace('/', "_")));
+    std::fs::write(&file, lines).unwrap();
+    let at = format!("@{}", file.display());
+    let mut problems = Vec::new();
+    let mut limits = vec![at.clone()];
+    if let Some(pattern) = case.patterns.first() {
+        limits.push(format!("{at}:{pattern}"));
+    }
+    for limit in &limits {
+        let cli = [
+            args(&["all"]),
+            case.source_args(),
+            args(&["--limit", limit, "--list-hosts"]),
+        ];
+        let out = ansible.run("ansible", &cli.concat());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let expected: Vec<String> = stdout
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("hosts ("))
+            .skip(1)
+            .map(|l| l.trim().to_string())
+            .collect();
+        let warned = String::from_utf8_lossy(&out.stderr).contains("Could not match");
+        match inventory.limit(limit) {
+            Ok(actual) if out.success() && !warned && same_members(&expected, &actual) => {}
+            Err(_) if !out.success() || warned => {}
+            actual => problems.push(format!(
+                "{}: --limit '{limit}'\n  ansible: {expected:?} ({})\n  dropship: {actual:?}",
+                case.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        }
+        let list = [case.source_args(), args(&["--list", "--limit", limit])].concat();
+        let theirs = ansible.run("ansible-inventory", &list);
+        let ours = dropship(&[args(&["inventory"]), list].concat());
+        // Where Ansible only warns of a part matching nothing, dropship refuses the limit.
+        let theirs_warned = String::from_utf8_lossy(&theirs.stderr).contains("Could not match");
+        let same = match (
+            json(&theirs.stdout, "ansible"),
+            json(&ours.stdout, "dropship"),
+        ) {
+            _ if theirs_warned => !ours.status.success(),
+            (Ok(e), Ok(o)) => e == o,
+            _ => !theirs.success() && !ours.status.success(),
+        };
+        if !same {
+            problems.push(format!(
+                "{}: --list --limit '{limit}' differs\n  ansible: {}\n  dropship: {}{}",
+                case.name,
+                String::from_utf8_lossy(&theirs.stdout),
+                String::from_utf8_lossy(&ours.stdout),
+                String::from_utf8_lossy(&ours.stderr)
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn limit_files_match_ansible() {
+    let Some(ansible) = Ansible::find("limit_files_match_ansible") else {
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let cases = corpus();
+    let failures: Vec<String> = parallel_map(&cases, |case| {
+        compare_limit_files(&ansible, case, scratch.path())
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(
+        failures.is_empty(),
+        "{} limit file mismatches:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}

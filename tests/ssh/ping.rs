@@ -122,8 +122,17 @@ fn the_limit_selects_hosts() {
     let (tb, _lock) = testbed!();
     let (code, stdout, stderr) = ping(&tb, &["-l", "node2", "--json", "-"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("1 host(s): 1 reachable"), "{stdout}");
-    assert!(!stdout.contains("node1"), "{stdout}");
+    // stdout is the JSON alone, the text went to stderr.
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON alone on stdout");
+    let hosts: Vec<&str> = json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["node2"]);
+    assert!(stderr.contains("1 host(s): 1 reachable"), "{stderr}");
+    assert!(!stderr.contains("node1"), "{stderr}");
 }
 
 #[test]

@@ -554,10 +554,13 @@ impl Testbed {
     }
 
     /// The dropship binary under test, its docker client on the control daemon (the localhost
-    /// delegate).
+    /// delegate), without retry files: a run with failures would leave one in the working
+    /// directory (the tests that want one turn them back on).
     pub fn dropship(&self) -> Command {
         let mut command = dropship();
-        command.env("DOCKER_HOST", &self.control_docker_host);
+        command
+            .env("DOCKER_HOST", &self.control_docker_host)
+            .env("ANSIBLE_RETRY_FILES_ENABLED", "false");
         command
     }
 

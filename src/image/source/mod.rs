@@ -18,7 +18,7 @@ pub mod registry;
 use crate::image::cache::{Cache, CacheError, IngestReport};
 use crate::image::{ImageId, ImageRef};
 use crate::registry::CredentialError;
-use crate::retry::{self, Jitter, RetryPolicy, Transient};
+use crate::retry::{self, Jitter, Retry, RetryPolicy, Transient};
 use crate::ssh::SshError;
 
 /// Pulls run side by side up to this many (a daemon downloads layers in parallel itself).
@@ -94,6 +94,14 @@ impl Transient for SourceError {
             SourceError::Ssh(e) => e.is_transient(),
             SourceError::Registry(e) => e.is_transient(),
             _ => false,
+        }
+    }
+
+    /// A delegate that refuses the connection is tried once more, as a node is.
+    fn retry(&self) -> Retry {
+        match self {
+            SourceError::Ssh(e) => e.retry(),
+            other => Retry::staggered_if(other.is_transient()),
         }
     }
 }
