@@ -348,6 +348,7 @@ impl Connector {
             // Never reached while keepalives are answered; ends a connection whose peer vanished.
             inactivity_timeout: Some(keepalive * 5),
             nodelay: true,
+            channel_buffer_size: CHANNEL_BUFFER,
             ..client::Config::default()
         }
     }
@@ -370,6 +371,12 @@ impl Connector {
             })
     }
 }
+
+/// Messages (of up to 32 KiB) queued between a connection's channels and its task. russh's
+/// default, 100, lets each tunnelled session queue 3 MiB, and the bastion connection as much
+/// again, whenever the link is slower than the sender: memory that grew with `--forks`. 16
+/// bounds that to 512 KiB a queue and still hands the task a batch of 16 packets per write.
+const CHANNEL_BUFFER: usize = 16;
 
 /// `name user@address:port key FILE (address: inventory, port: default, ...)`.
 fn describe_hop(hop: &Hop) -> String {
