@@ -348,7 +348,14 @@ impl Connector {
             // Never reached while keepalives are answered; ends a connection whose peer vanished.
             inactivity_timeout: Some(keepalive * 5),
             nodelay: true,
-            channel_buffer_size: CHANNEL_BUFFER,
+            // channel_buffer_size stays russh's 100 messages. russh's session task awaits room
+            // in a channel's queue for each packet it receives (it grants window on receipt,
+            // not on reading), so a bastion connection stalls while a tunnel's queue is full,
+            // and the session inside that tunnel may be waiting to write through that same
+            // connection: a deadlock. While a node's session is blocked writing, what arrives
+            // for its tunnel is mostly the node's window adjustments for data in flight (about
+            // 20 for OpenSSH's 2 MiB window), so 100 leaves room; 16 deadlocked a 100-node
+            // push at -f 50 (both bastion connections unread, every node timing out).
             ..client::Config::default()
         }
     }
@@ -371,12 +378,6 @@ impl Connector {
             })
     }
 }
-
-/// Messages (of up to 32 KiB) queued between a connection's channels and its task. russh's
-/// default, 100, lets each tunnelled session queue 3 MiB, and the bastion connection as much
-/// again, whenever the link is slower than the sender: memory that grew with `--forks`. 16
-/// bounds that to 512 KiB a queue and still hands the task a batch of 16 packets per write.
-const CHANNEL_BUFFER: usize = 16;
 
 /// `name user@address:port key FILE (address: inventory, port: default, ...)`.
 fn describe_hop(hop: &Hop) -> String {

@@ -38,8 +38,8 @@ use crate::image::reference::ImageRef;
 /// zstd level for the small members compressed at plan time.
 const INLINE_LEVEL: i32 = 3;
 /// What the blocking writer may run ahead of the SSH channel, per transfer. Small, because a
-/// push holds one per node in flight (`--forks` of them): with 1 MiB here (and russh's default
-/// channel queues) a push to 100 nodes at `-f 50` peaked at 170 MB RSS, with 64 KiB at 64 MB.
+/// push holds one per node in flight (`--forks` of them): with 1 MiB here a push to 100
+/// nodes at `-f 50` peaked at 170 MB RSS.
 /// The channel's own window (2 MiB from OpenSSH) keeps the link busy; this only has to cover
 /// one hand-off between the threads.
 const PIPE_BUFFER: usize = 64 << 10;
