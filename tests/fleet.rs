@@ -19,7 +19,11 @@ fn a_fleet_with_nodes_down_flatcar_and_up_to_date_is_reported_node_by_node_throu
     tb.reset_nodes();
     let cache = tempfile::tempdir().unwrap();
     let cache = cache.path().join("c");
-    let first = push(&tb, &cache, &["--delegate", "localhost", "-l", &holding.name]);
+    let first = push(
+        &tb,
+        &cache,
+        &["--delegate", "localhost", "-l", &holding.name],
+    );
     assert_eq!(first.code(), Some(0), "{}", first.stderr());
 
     tb.stop_sshd(down);
