@@ -10,7 +10,7 @@
 #     BENCH_TOOLS="dropship naive" scripts/bench.sh            a quick run
 #   scripts/bench.sh report                reprint the table and redraw the chart
 #   scripts/bench.sh fleet                 the fleet case: 8, 32 and 100 containerd nodes, small
-#                                          set, cold and warm (scripts/bench/fleet.py; ~15 minutes)
+#                                          set, cold and warm (scripts/bench/fleet.py; ~20 minutes)
 #   scripts/bench.sh fleet-report          reprint its table and redraw its chart
 #   scripts/bench.sh fleet-scenario        100 nodes: 5 down, 3 Flatcar, 10 holding the images;
 #                                          fails unless the report says so (~3 minutes)
