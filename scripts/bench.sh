@@ -9,6 +9,11 @@
 #   BENCH_NODES=4 BENCH_SETS=small BENCH_LINKS=off BENCH_REPS="dropship=1 naive=1" \
 #     BENCH_TOOLS="dropship naive" scripts/bench.sh            a quick run
 #   scripts/bench.sh report                reprint the table and redraw the chart
+#   scripts/bench.sh fleet                 the fleet case: 8, 32 and 100 containerd nodes, small
+#                                          set, cold and warm (scripts/bench/fleet.py; ~20 minutes)
+#   scripts/bench.sh fleet-report          reprint its table and redraw its chart
+#   scripts/bench.sh fleet-scenario        100 nodes: 5 down, 3 Flatcar, 10 holding the images;
+#                                          fails unless the report says so (~3 minutes)
 #
 # Selection (environment): BENCH_TOOLS ("dropship naive ansible"), BENCH_SETS ("small large"),
 # BENCH_RUNTIMES ("docker containerd"),
@@ -27,9 +32,12 @@ export BENCH_OUT=$OUT
 
 log() { echo "bench: $*" >&2; }
 
-if [[ ${1:-} == report ]]; then
-	exec "$VENV/bin/python" "$REPO/scripts/bench/report.py" "$OUT/results.json" "${@:2}"
-fi
+case ${1:-} in
+report) exec "$VENV/bin/python" "$REPO/scripts/bench/report.py" "$OUT/results.json" "${@:2}" ;;
+fleet-report) exec "$VENV/bin/python" "$REPO/scripts/bench/fleet_report.py" "$OUT/fleet.json" "${@:2}" ;;
+fleet | fleet-scenario | "") ;;
+*) log "unknown command '$1' (report, fleet, fleet-report or fleet-scenario)"; exit 2 ;;
+esac
 (($(id -u) == 0)) || { log "run as root (test bed, tc)"; exit 1; }
 
 missing=()
@@ -55,4 +63,6 @@ if [[ -z ${DROPSHIP_BIN:-} ]]; then
 fi
 export DROPSHIP_BIN
 
+if [[ ${1:-} == fleet ]]; then exec "$VENV/bin/python" "$REPO/scripts/bench/fleet.py"; fi
+if [[ ${1:-} == fleet-scenario ]]; then BENCH_FLEET_MODE=scenario exec "$VENV/bin/python" "$REPO/scripts/bench/fleet.py"; fi
 exec "$VENV/bin/python" "$REPO/scripts/bench/bench.py"

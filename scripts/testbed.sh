@@ -21,7 +21,7 @@
 #                      fleet: node1 containerd (the default download delegate, first
 #                      kube_control_plane host, as on a default Kubespray cluster), node2 docker (with
 #                      the RSA host key), node3 crio, node4 containerd that says it is aarch64, node5
-#                      docker that says it is Flatcar (os-release). The last node is always "Flatcar".
+#                      docker that says it is Flatcar (os-release).
 #                      For scale: TESTBED_RUNTIMES=containerd scripts/testbed.sh up 100.
 #     docker           dockerd; /run/docker.sock is its socket, `docker` is Debian's client.
 #     containerd       containerd + runc alone, no docker. Its config is the node's
@@ -39,6 +39,8 @@
 #                      runs stay x86_64 (an arm64 image cannot run there), and Python's os.uname(), so
 #                      Ansible's ansible_architecture fact, still says x86_64. It changes what the
 #                      node says when asked with `uname -m`, which is what tools run over SSH ask.
+#   TESTBED_FLATCAR_NODES   nodes whose /etc/os-release says Flatcar Container Linux (default: the
+#                      last node; "" for none). dropship skips them, as Kubespray does.
 #   TESTBED_DISCARD_NODES   containerd nodes whose CRI plugin has discard_unpacked_layers = true
 #                      (Kubespray's default for containerd < 2.1: the node keeps snapshots, not the
 #                      compressed layers); default none.
@@ -120,11 +122,11 @@ containerd_address() { echo "$STATE/$1/containerd/run/containerd.sock"; }
 
 # --- the fleet's layout: the node -> runtime table and the per-node options `up` recorded ------
 
-declare -A RUNTIME=() AARCH64=() DISCARD=()
+declare -A RUNTIME=() AARCH64=() DISCARD=() FLATCAR=()
 NODE_COUNT=0
 load_layout() {
 	local node runtime
-	RUNTIME=() AARCH64=() DISCARD=() NODE_COUNT=0
+	RUNTIME=() AARCH64=() DISCARD=() FLATCAR=() NODE_COUNT=0
 	[[ ! -s $STATE/nodes ]] || read -r NODE_COUNT <"$STATE/nodes"
 	[[ -s $STATE/runtimes ]] || return 0
 	while read -r node runtime; do RUNTIME[$node]=$runtime; done <"$STATE/runtimes"
@@ -134,6 +136,10 @@ load_layout() {
 	words=()
 	[[ ! -s $STATE/discard-nodes ]] || read -r -a words <"$STATE/discard-nodes"
 	for node in "${words[@]}"; do DISCARD[$node]=1; done
+	words=()
+	# An instance recorded before TESTBED_FLATCAR_NODES existed has its last node Flatcar.
+	if [[ -e $STATE/flatcar-nodes ]]; then read -r -a words <"$STATE/flatcar-nodes" || true; else words=("node$NODE_COUNT"); fi
+	for node in "${words[@]}"; do FLATCAR[$node]=1; done
 }
 load_layout
 
@@ -146,7 +152,8 @@ node_server() { # NODE: its runtime's daemon (none for crio: podman has none)
 }
 node_arch() { if [[ -n ${AARCH64[$1]:-} ]]; then echo aarch64; else echo x86_64; fi; }
 
-# layout N: the table `up` would record from TESTBED_RUNTIMES, TESTBED_AARCH64_NODES, TESTBED_DISCARD_NODES
+# layout N: the table `up` would record from TESTBED_RUNTIMES, TESTBED_AARCH64_NODES,
+# TESTBED_DISCARD_NODES, TESTBED_FLATCAR_NODES
 layout() {
 	local n=$1 i runtimes node runtime
 	read -r -a runtimes <<<"${TESTBED_RUNTIMES:-$DEFAULT_RUNTIMES}"
@@ -159,6 +166,7 @@ layout() {
 	((n < 4)) || [[ ${runtimes[3 % ${#runtimes[@]}]} != containerd ]] || default_aarch64=node4
 	for node in ${TESTBED_AARCH64_NODES-$default_aarch64}; do echo "aarch64 $node"; done
 	for node in ${TESTBED_DISCARD_NODES:-}; do echo "discard $node"; done
+	for node in ${TESTBED_FLATCAR_NODES-node$n}; do echo "flatcar $node"; done
 }
 
 record_layout() { # N
@@ -177,6 +185,7 @@ record_layout() { # N
 		section runtime
 		section aarch64 | sort -u | xargs
 		section discard | sort -u | xargs
+		section flatcar | sort -u | xargs
 	)
 	if is_up && [[ $new != "$(recorded_layout)" ]]; then
 		die "instance $ID is up with another layout ($(node_count) nodes; see status): run scripts/testbed.sh down first"
@@ -185,11 +194,12 @@ record_layout() { # N
 	section runtime >"$STATE/runtimes"
 	section aarch64 | sort -u | xargs >"$STATE/aarch64-nodes"
 	section discard | sort -u | xargs >"$STATE/discard-nodes"
+	section flatcar | sort -u | xargs >"$STATE/flatcar-nodes"
 	load_layout
 }
 
 recorded_layout() {
-	cat "$STATE/nodes" "$STATE/runtimes" "$STATE/aarch64-nodes" "$STATE/discard-nodes" 2>/dev/null
+	cat "$STATE/nodes" "$STATE/runtimes" "$STATE/aarch64-nodes" "$STATE/discard-nodes" "$STATE/flatcar-nodes" 2>/dev/null
 }
 
 # --- processes: every one we start has a pid file under $STATE/run --------------------------
@@ -417,7 +427,7 @@ write_node_files() { # NODE
 	{ cat /etc/hosts; echo "127.0.1.1 $node"; echo "$BASTION_CLUSTER_ADDR $REGISTRY_NAME $SECURE_NAME"; } >"$etc/hosts"
 	echo "$node" >"$etc/hostname"
 	# Read through the /etc/os-release symlink, this file is what `cat /etc/os-release` shows.
-	[[ $node != "node$(node_count)" ]] || write_flatcar_os_release "$etc/os-release"
+	[[ -z ${FLATCAR[$node]:-} ]] || write_flatcar_os_release "$etc/os-release"
 	case ${RUNTIME[$node]} in
 	docker) write_docker_etc "$etc/docker" ;;
 	containerd) write_containerd_etc "$node" "$etc/containerd" ;;
@@ -982,7 +992,7 @@ ssh_jump() { # NODE CMD...
 # No node answers from the root namespace; every node's sshd answers through the bastion (its
 # banner, read through one bastion connection: a channel each, as dropship's jumps do, where one
 # connection per node would meet the bastion's MaxStartups), and a full login (keys, known_hosts)
-# works on one node of each kind: each runtime, node2 (RSA host key), the last (Flatcar).
+# works on one node of each kind: each runtime, node2 (RSA host key), the last (Flatcar by default).
 check_isolation() {
 	[[ $(in_ns "$BASTION_NS" sysctl -n net.ipv4.ip_forward) == 0 ]] || die "the bastion forwards IP"
 	# shellcheck disable=SC2046 # one node a word
@@ -1155,7 +1165,9 @@ cmd_env() {
 	kv TESTBED_CRIO_NODES "$(nodes_running crio | words)"
 	kv TESTBED_AARCH64_NODES "$(cat "$STATE/aarch64-nodes")"
 	kv TESTBED_DISCARD_NODES "$(cat "$STATE/discard-nodes")"
-	kv TESTBED_FLATCAR_NODE "node$(node_count)"
+	kv TESTBED_FLATCAR_NODES "$(cat "$STATE/flatcar-nodes" 2>/dev/null || echo "node$NODE_COUNT")"
+	# One of them (the last), for tests written when there was only one.
+	kv TESTBED_FLATCAR_NODE "$(printf '%s\n' "${!FLATCAR[@]}" | sort -V | tail -n 1)"
 	local snapshotter etc
 	snapshotter=$(cat "$STATE/etc/snapshotter")
 	for ((i = 1; i <= NODE_COUNT; i++)); do # no subshell for each of a hundred nodes

@@ -94,7 +94,7 @@ pub fn ids_on(tb: &Testbed, node: &Node) -> Vec<(String, String)> {
 }
 
 pub fn regular_nodes(tb: &Testbed) -> impl Iterator<Item = &Node> {
-    tb.nodes.iter().filter(|n| n.name != tb.flatcar_node)
+    tb.nodes.iter().filter(|n| !tb.is_flatcar(n))
 }
 
 pub fn files_under_releases(tb: &Testbed, node: &Node) -> String {

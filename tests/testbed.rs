@@ -43,15 +43,15 @@ fn every_node_is_reachable_through_the_bastion_and_not_directly() {
 }
 
 #[test]
-fn only_the_last_node_reads_as_flatcar_over_ssh() {
+fn only_the_flatcar_nodes_read_as_flatcar_over_ssh() {
     let (testbed, _lock) = testbed!();
-    assert_eq!(testbed.flatcar().name, testbed.nodes.last().unwrap().name);
+    assert!(testbed.is_flatcar(testbed.flatcar()));
     for node in &testbed.nodes {
         let os_release = stdout(&succeed(ssh_output(&testbed, node, "cat /etc/os-release")));
         let is_flatcar = os_release.lines().any(|line| line == "ID=flatcar");
         assert_eq!(
             is_flatcar,
-            node.name == testbed.flatcar_node,
+            testbed.is_flatcar(node),
             "{}: {os_release}",
             node.name
         );

@@ -8,6 +8,7 @@ mod support;
 
 mod cache;
 mod cli;
+mod fleet;
 mod inventory;
 mod push;
 mod registry_client;

@@ -353,6 +353,14 @@ impl Connector {
             // Never reached while keepalives are answered; ends a connection whose peer vanished.
             inactivity_timeout: Some(keepalive * 5),
             nodelay: true,
+            // channel_buffer_size stays russh's 100 messages. russh's session task awaits room
+            // in a channel's queue for each packet it receives (it grants window on receipt,
+            // not on reading), so a bastion connection stalls while a tunnel's queue is full,
+            // and the session inside that tunnel may be waiting to write through that same
+            // connection: a deadlock. While a node's session is blocked writing, what arrives
+            // for its tunnel is mostly the node's window adjustments for data in flight (about
+            // 20 for OpenSSH's 2 MiB window), so 100 leaves room; 16 deadlocked a 100-node
+            // push at -f 50 (both bastion connections unread, every node timing out).
             ..client::Config::default()
         }
     }

@@ -99,8 +99,10 @@ pub struct Testbed {
     /// `unix://...`: the control daemon in the root namespace (the localhost delegate).
     pub control_docker_host: String,
     pub nodes: Vec<Node>,
-    /// The node whose /etc/os-release says Flatcar (the last one).
+    /// A node whose /etc/os-release says Flatcar (the last of them; by default the last node).
     pub flatcar_node: String,
+    /// Every node whose /etc/os-release says Flatcar (`TESTBED_FLATCAR_NODES`).
+    pub flatcar_nodes: Vec<String>,
 }
 
 /// Holds the instance's lock until dropped.
@@ -223,6 +225,10 @@ impl Testbed {
             control_docker_host: var("TESTBED_CONTROL_DOCKER_HOST"),
             nodes,
             flatcar_node: var("TESTBED_FLATCAR_NODE"),
+            flatcar_nodes: var("TESTBED_FLATCAR_NODES")
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
         }
     }
 
@@ -247,12 +253,26 @@ impl Testbed {
         self.node(&self.flatcar_node)
     }
 
+    pub fn is_flatcar(&self, node: &Node) -> bool {
+        self.flatcar_nodes.contains(&node.name)
+    }
+
     /// The nodes that run `runtime`, Flatcar aside.
     pub fn running(&self, runtime: Runtime) -> Vec<&Node> {
         self.nodes
             .iter()
-            .filter(|node| node.runtime == runtime && node.name != self.flatcar_node)
+            .filter(|node| node.runtime == runtime && !self.is_flatcar(node))
             .collect()
+    }
+
+    /// TCP connections established to the bastion's sshd at this moment.
+    pub fn bastion_connections(&self) -> usize {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &format!("ds{}-bastion", self.id)])
+            .args(["ss", "-Htn", "state", "established", "( sport = :22 )"])
+            .output()
+            .expect("run ss in the bastion's namespace");
+        stdout(&succeed(output)).lines().count()
     }
 
     /// Removes every image from every node's runtime and empties their /tmp/releases.
