@@ -373,9 +373,18 @@ fn containerd_stopped_during_its_import_fails_that_attempt_in_its_words_and_the_
             )
         });
         wait_for_import(node);
+        // Into the stream of blobs (the link gives it ~25 s): stopped while ctr still dials
+        // containerd or takes its lease, the gRPC client waits for the daemon to return and
+        // the import goes on as if nothing happened.
+        std::thread::sleep(Duration::from_millis(1500));
         tb.stop_containerd(node);
         tb.shape(node, None);
-        std::thread::sleep(Duration::from_secs(2));
+        // Down until that import has given up: ctr's gRPC client reconnects by itself to a
+        // containerd back within its deadline, and the attempt would then succeed after all.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while running_on(node, "ctr", "import") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         tb.start_containerd(node);
         run.join().unwrap()
     });

@@ -61,14 +61,19 @@ impl Session {
         }
     }
 
-    /// Say goodbye to the server (dropping the session also ends it, less politely).
+    /// Say goodbye to the server (dropping the session also ends it, less politely). Bounded:
+    /// on a connection that stalled, the goodbye waits for room in a queue that never drains,
+    /// and a push whose hosts have all reported must not hang on a courtesy.
     pub async fn close(self) {
-        let _ = self
+        let goodbye = self
             .handle
-            .disconnect(russh::Disconnect::ByApplication, "", "en")
-            .await;
+            .disconnect(russh::Disconnect::ByApplication, "", "en");
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye).await;
     }
 }
+
+/// How long [`Session::close`] waits for its goodbye to be taken.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a remote command ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
