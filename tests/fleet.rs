@@ -55,7 +55,7 @@ fn a_fleet_with_nodes_down_flatcar_and_up_to_date_is_reported_node_by_node_throu
         let expected = if tb.is_flatcar(node) {
             "skipped_coreos"
         } else if node.name == down.name {
-            "failed"
+            "unreachable"
         } else if node.name == holding.name {
             "up_to_date"
         } else {
@@ -64,19 +64,19 @@ fn a_fleet_with_nodes_down_flatcar_and_up_to_date_is_reported_node_by_node_throu
         assert_eq!(host["status"], expected, "{host}");
     }
     assert_eq!(run.host(&holding.name)["bytes_sent"], 0);
-    let failed = run.host(&down.name);
-    assert_eq!(failed["attempts"], 2, "{failed}");
-    let reason = failed["reason"].as_str().unwrap();
+    let unreachable = run.host(&down.name);
+    assert_eq!(unreachable["attempts"], 2, "{unreachable}");
+    let reason = unreachable["reason"].as_str().unwrap();
     assert!(reason.contains(&down.name), "{reason}");
     assert!(
         run.stdout()
-            .contains(&format!("failed hosts: {}", down.name)),
+            .contains(&format!("unreachable hosts: {}", down.name)),
         "{}",
         run.stdout()
     );
-    // A refused connection is known at once: two attempts and one retry delay (3 s plus up
-    // to the stagger of 1 s), not a connect timeout.
-    let down_for = failed["elapsed"].as_f64().unwrap();
+    // A refused connection is known at once: two attempts a second apart, not a connect
+    // timeout nor the staggered schedule.
+    let down_for = unreachable["elapsed"].as_f64().unwrap();
     assert!(down_for < 10.0, "{down_for} s for a node that refuses");
     assert!(elapsed < Duration::from_secs(120), "{elapsed:?}");
     let connections = peak.load(Ordering::Relaxed);

@@ -61,13 +61,14 @@ fn push_from(
     env: &[(&str, &str)],
 ) -> Run {
     let json = cache.with_extension("json");
-    command.args(["push", "-i"]).arg(inventory);
-    if !extra.contains(&"--image") {
-        command.arg("--images-file").arg(&tb.images_file);
-    }
+    push_args(
+        &mut command,
+        tb,
+        cache,
+        inventory,
+        !extra.contains(&"--image"),
+    );
     let output = command
-        .arg("--cache-dir")
-        .arg(cache)
         .arg("--json")
         .arg(&json)
         .args(["--retry-stagger", "1", "--seed", "7"])
@@ -80,6 +81,22 @@ fn push_from(
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or(Value::Null);
     Run { output, json }
+}
+
+/// `push -i INVENTORY [--images-file <the test bed's>] --cache-dir CACHE` on `command`.
+fn push_args(command: &mut Command, tb: &Testbed, cache: &Path, inventory: &Path, images: bool) {
+    command.args(["push", "-i"]).arg(inventory);
+    if images {
+        command.arg("--images-file").arg(&tb.images_file);
+    }
+    command.arg("--cache-dir").arg(cache);
+}
+
+/// A `dropship push` of the test bed's images to its inventory, to spawn (signal tests).
+fn push_command(tb: &Testbed, cache: &Path) -> Command {
+    let mut command = tb.dropship();
+    push_args(&mut command, tb, cache, &tb.inventory_ini, true);
+    command
 }
 
 /// tag → image ID on a node.
@@ -799,14 +816,7 @@ fn a_signal_mid_transfer_stops_it_reports_and_leaves_no_partial_file() {
     let json = cache.path().join("recap.json");
     for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
         let _ = std::fs::remove_file(&json);
-        let child = tb
-            .dropship()
-            .args(["push", "-i"])
-            .arg(&tb.inventory_ini)
-            .arg("--images-file")
-            .arg(&tb.images_file)
-            .arg("--cache-dir")
-            .arg(cache.path().join("c"))
+        let child = push_command(&tb, &cache.path().join("c"))
             .arg("--json")
             .arg(&json)
             .args([
@@ -975,14 +985,7 @@ fn ctrl_c_during_the_download_stops_without_waiting_for_it() {
     tb.shape_pulls(Some("1mbit"));
     let _unshape = crate::support::defer(|| tb.shape_pulls(None));
     let cache = tempfile::tempdir().unwrap();
-    let child = tb
-        .dropship()
-        .args(["push", "-i"])
-        .arg(&tb.inventory_ini)
-        .arg("--images-file")
-        .arg(&tb.images_file)
-        .arg("--cache-dir")
-        .arg(cache.path())
+    let child = push_command(&tb, cache.path())
         .args(["--delegate", "localhost", "--source", "docker"])
         .stdout(std::process::Stdio::piped())
         .spawn()
