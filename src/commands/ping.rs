@@ -73,8 +73,13 @@ pub struct BastionReport {
     pub error: Option<String>,
 }
 
+/// The version of `ping --json`'s document (docs/json.md): raised when a field changes meaning
+/// or goes away; new fields may appear without it.
+pub const PING_SCHEMA_VERSION: u32 = 1;
+
 #[derive(Debug, Serialize)]
 pub struct PingReport {
+    pub schema_version: u32,
     pub hosts: Vec<HostPing>,
     pub bastions: Vec<BastionReport>,
 }
@@ -110,7 +115,11 @@ pub async fn ping(
     .buffered(forks.max(1))
     .collect::<Vec<_>>();
     let (bastions, hosts) = futures::join!(bastions, pings);
-    PingReport { hosts, bastions }
+    PingReport {
+        schema_version: PING_SCHEMA_VERSION,
+        hosts,
+        bastions,
+    }
 }
 
 async fn ping_one(
@@ -226,6 +235,7 @@ mod tests {
             facts: None,
         };
         let report = PingReport {
+            schema_version: PING_SCHEMA_VERSION,
             hosts: vec![failed],
             bastions: vec![BastionReport {
                 name: "bastion".into(),

@@ -61,6 +61,7 @@ fn every_node_answers_with_its_facts() {
         tb.nodes.len(),
         "the bastion is not a target"
     );
+    assert_eq!(report["schema_version"], 1);
     assert_eq!(report["bastions"][0]["reachable"], true);
     for (host, node) in report["hosts"].as_array().unwrap().iter().zip(&tb.nodes) {
         assert_eq!(host["runtime"], node.runtime.name(), "{host}");
