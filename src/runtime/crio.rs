@@ -12,11 +12,10 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::transfer::Loader;
-use super::{Expected, Holdings, Unready};
+use super::{Holdings, Unready};
 use crate::facts::{Facts, Sections};
 use crate::image::{DiffId, Digest, ImageId};
 use crate::push::decide::WantedImage;
-use crate::ssh::quote_words;
 
 /// Its part of the facts script: the probe, CRI-O's socket, every image in containers-storage.
 pub const SCRIPT: &str = r#"
@@ -149,21 +148,6 @@ pub fn loader() -> Loader {
         file: Some("podman load -q -i \"$final\"".into()),
         ..Loader::stdin("podman load -q")
     }
-}
-
-/// Prints the image ID (hex) of every expected tag, in order.
-pub fn verify_script(expected: &[Expected]) -> String {
-    let names: Vec<&str> = Expected::inspected(expected)
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    if names.is_empty() {
-        return String::new();
-    }
-    format!(
-        "podman image inspect --format '{{{{.Id}}}}' {}",
-        quote_words(&names)
-    )
 }
 
 #[cfg(test)]

@@ -7,11 +7,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Expected, Holdings, Unready};
+use super::{Holdings, Unready};
 use crate::facts::{Facts, Sections};
 use crate::image::{DiffId, Digest, ImageId, ImageRecord, layers_to_omit};
 use crate::push::decide::WantedImage;
-use crate::ssh::quote_words;
 
 /// Its part of the facts script: the probe, `docker info`, every image with its layers.
 pub const SCRIPT: &str = r#"
@@ -176,21 +175,6 @@ pub fn loader() -> super::transfer::Loader {
     super::transfer::Loader::stdin("docker load")
 }
 
-/// Prints the image ID of every expected tag, in order.
-pub fn verify_script(expected: &[Expected]) -> String {
-    let names: Vec<&str> = Expected::inspected(expected)
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    if names.is_empty() {
-        return String::new();
-    }
-    format!(
-        "docker image inspect --format '{{{{.Id}}}}' {}",
-        quote_words(&names)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,23 +260,5 @@ mod tests {
         let classic = r#"{"ServerVersion":"20.10.24","Driver":"overlay2","DriverStatus":[["Backing Filesystem","extfs"]]}"#;
         assert!(!parse_info(&[classic]).unwrap().containerd_image_store);
         assert_eq!(parse_info(&[r#"{"ServerVersion":"","Driver":""}"#]), None);
-    }
-
-    #[test]
-    fn the_verify_script_inspects_every_name_quoted() {
-        let expected = Expected {
-            id: digest("x"),
-            names: vec![
-                "reg:5000/app:v1".into(),
-                "it's:odd".into(),
-                "reg:5000/app@sha256:1".into(),
-            ],
-        };
-        let script = verify_script(&[expected]);
-        assert_eq!(
-            script,
-            "docker image inspect --format '{{.Id}}' 'reg:5000/app:v1' 'it'\\''s:odd'"
-        );
-        assert_eq!(verify_script(&[]), "");
     }
 }

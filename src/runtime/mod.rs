@@ -33,7 +33,7 @@ use crate::image::platform::Platform;
 use crate::image::{ArchiveFormat, ArchiveLayout, ArchivePlan, DiffId, Digest, ImageId};
 use crate::push::decide::WantedImage;
 use crate::push::transfer::{self, Landing};
-use crate::ssh::{Become, RemoteCommand};
+use crate::ssh::{Become, RemoteCommand, quote_words};
 
 /// A node's container runtime, named as Kubespray's `container_manager` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -78,6 +78,22 @@ impl Expected {
                 },
             })
             .collect()
+    }
+
+    /// `PROGRAM image inspect` (`docker` or `podman`: the same flags) printing the image ID of
+    /// every expected tag, in order; nothing to run when nothing is expected.
+    fn inspect_script(program: &str, expected: &[Expected]) -> String {
+        let names: Vec<&str> = Expected::inspected(expected)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        if names.is_empty() {
+            return String::new();
+        }
+        format!(
+            "{program} image inspect --format '{{{{.Id}}}}' {}",
+            quote_words(&names)
+        )
     }
 
     /// (name, ID) for every tag or ID, in order: what `docker`/`podman image inspect` take
@@ -244,12 +260,18 @@ impl Runtime {
     /// [`transfer::VERIFY_MARK`], what [`Runtime::check_loaded`] reads.
     pub fn load_command(self, facts: &Facts, request: &LoadRequest<'_>) -> RemoteCommand {
         let (load, verify) = match self {
-            Runtime::Docker => (docker::loader(), docker::verify_script(request.expected)),
+            Runtime::Docker => (
+                docker::loader(),
+                Expected::inspect_script("docker", request.expected),
+            ),
             Runtime::Containerd => {
                 let containerd = containerd::of(facts);
                 (containerd.loader(request), containerd.verify_script())
             }
-            Runtime::Crio => (crio::loader(), crio::verify_script(request.expected)),
+            Runtime::Crio => (
+                crio::loader(),
+                Expected::inspect_script("podman", request.expected),
+            ),
         };
         let receive = transfer::receive(request.format, request.landing, request.size, &load);
         RemoteCommand::shell(format!(
@@ -361,6 +383,24 @@ fn digest_of_name(name: &str) -> Option<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_verify_script_inspects_every_name_quoted() {
+        let expected = Expected {
+            id: crate::push::decide::testing::digest("x"),
+            names: vec![
+                "reg:5000/app:v1".into(),
+                "it's:odd".into(),
+                "reg:5000/app@sha256:1".into(),
+            ],
+        };
+        let script = Expected::inspect_script("docker", &[expected]);
+        assert_eq!(
+            script,
+            "docker image inspect --format '{{.Id}}' 'reg:5000/app:v1' 'it'\\''s:odd'"
+        );
+        assert_eq!(Expected::inspect_script("podman", &[]), "");
+    }
 
     fn facts(tools: &[&str]) -> Facts {
         Facts {
