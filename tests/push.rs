@@ -110,6 +110,17 @@ pub fn ids_on(tb: &Testbed, node: &Node) -> Vec<(String, String)> {
     ids
 }
 
+/// `node` holds exactly `expected` (tag → image ID) and nothing is left in its releases dir.
+pub fn assert_holds(tb: &Testbed, node: &Node, expected: &[(String, String)], what: &str) {
+    assert_eq!(ids_on(tb, node), expected, "{}: {what}", node.name);
+    assert_eq!(
+        files_under_releases(tb, node),
+        "",
+        "nothing left on {}",
+        node.name
+    );
+}
+
 pub fn regular_nodes(tb: &Testbed) -> impl Iterator<Item = &Node> {
     tb.nodes.iter().filter(|n| !tb.is_flatcar(n))
 }
@@ -146,18 +157,7 @@ fn every_node_but_flatcar_gets_every_image_and_a_rerun_sends_nothing() {
         );
     }
     for node in regular_nodes(&tb) {
-        assert_eq!(
-            ids_on(&tb, node),
-            source,
-            "{} holds the source's images",
-            node.name
-        );
-        assert_eq!(
-            files_under_releases(&tb, node),
-            "",
-            "nothing left on {}",
-            node.name
-        );
+        assert_holds(&tb, node, &source, "the source's images");
         let host = first.host(&node.name);
         assert_eq!(host["status"], "loaded", "{host}");
         assert_eq!(host["runtime"], node.runtime.name(), "{host}");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::push::{files_under_releases, ids_on, push, push_with};
+use crate::push::{assert_holds, files_under_releases, ids_on, push, push_with};
 use crate::support::{Node, Runtime, Testbed, defer, stdout, succeed};
 
 /// What the registry serves for `image`: the digest of its manifest (or index), and the config
@@ -82,6 +82,32 @@ pub fn repository(image: &str) -> &str {
     image.rsplit_once(':').unwrap().0
 }
 
+/// tag → image ID (the config digest) of each served image, sorted as `ids_on` sorts.
+pub fn served_ids(served: &[(&String, Served)]) -> Vec<(String, String)> {
+    let mut ids: Vec<(String, String)> = served
+        .iter()
+        .map(|(image, s)| (image.to_string(), s.config.clone()))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `repository@digest` → digest of each served image (index or manifest), sorted: the names
+/// containerd keeps, by which kubelet resolves `image@sha256:…`.
+pub fn served_digest_names(served: &[(&String, Served)]) -> Vec<(String, String)> {
+    let mut names: Vec<(String, String)> = served
+        .iter()
+        .map(|(image, s)| {
+            (
+                format!("{}@{}", repository(image), s.digest),
+                s.digest.clone(),
+            )
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// `--image` for each of `images`.
 fn image_flags(images: &[String]) -> Vec<&str> {
     images
@@ -130,41 +156,21 @@ fn a_containerd_delegate_fills_containerd_and_crio_nodes_keeping_ids_digests_and
     );
 
     let sources: Vec<(&String, Served)> = images.iter().map(|i| (i, served(&tb, i))).collect();
-    let mut expected: Vec<(String, String)> = sources
-        .iter()
-        .map(|(image, served)| (image.to_string(), served.config.clone()))
-        .collect();
-    expected.sort();
+    let expected = served_ids(&sources);
     for node in &nodes {
         let host = first.host(&node.name);
         assert_eq!(host["status"], "loaded", "{host}");
         assert_eq!(host["runtime"], node.runtime.name(), "{host}");
-        assert_eq!(
-            ids_on(&tb, node),
-            expected,
-            "{}: the registry's image IDs",
-            node.name
-        );
-        assert_eq!(
-            files_under_releases(&tb, node),
-            "",
-            "nothing left on {}",
-            node.name
-        );
+        assert_holds(&tb, node, &expected, "the registry's image IDs");
     }
     for node in tb.running(Runtime::Containerd) {
         // The registry's manifest (index) digests, by name, as kubelet resolves them.
-        let mut digests: Vec<(String, String)> = sources
-            .iter()
-            .map(|(image, s)| {
-                (
-                    format!("{}@{}", repository(image), s.digest),
-                    s.digest.clone(),
-                )
-            })
-            .collect();
-        digests.sort();
-        assert_eq!(tb.digest_names(node), digests, "{}", node.name);
+        assert_eq!(
+            tb.digest_names(node),
+            served_digest_names(&sources),
+            "{}",
+            node.name
+        );
         let cri = tb.cri_images(node);
         for (image, served) in &sources {
             let digest_name = format!("{}@{}", repository(image), served.digest);

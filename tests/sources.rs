@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::push::{Run, files_under_releases, ids_on, push_with, regular_nodes};
-use crate::runtimes::{repository, served_for};
+use crate::push::{Run, assert_holds, ids_on, push_with, regular_nodes};
+use crate::runtimes::{served_digest_names, served_for, served_ids};
 use crate::support::{Node, Runtime, Testbed, defer};
 
 /// The controller's Docker daemon is nowhere: whatever comes, comes from a registry.
@@ -43,39 +43,19 @@ fn every_runtime_gets_the_registry_images_with_no_docker_daemon_anywhere() {
         .iter()
         .map(|i| (i, served_for(&tb, i, "amd64")))
         .collect();
-    let mut expected: Vec<(String, String)> = served
-        .iter()
-        .map(|(image, s)| (image.to_string(), s.config.clone()))
-        .collect();
-    expected.sort();
+    let expected = served_ids(&served);
     for node in regular_nodes(&tb) {
         assert_eq!(first.host(&node.name)["status"], "loaded", "{}", node.name);
-        assert_eq!(
-            ids_on(&tb, node),
-            expected,
-            "{}: the registry's image IDs",
-            node.name
-        );
-        assert_eq!(
-            files_under_releases(&tb, node),
-            "",
-            "nothing left on {}",
-            node.name
-        );
+        assert_holds(&tb, node, &expected, "the registry's image IDs");
     }
     for node in tb.running(Runtime::Containerd) {
         // The registry's own manifest digests survive, as kubelet resolves `image@sha256:…`.
-        let mut digests: Vec<(String, String)> = served
-            .iter()
-            .map(|(image, s)| {
-                (
-                    format!("{}@{}", repository(image), s.digest),
-                    s.digest.clone(),
-                )
-            })
-            .collect();
-        digests.sort();
-        assert_eq!(tb.digest_names(node), digests, "{}", node.name);
+        assert_eq!(
+            tb.digest_names(node),
+            served_digest_names(&served),
+            "{}",
+            node.name
+        );
     }
     let again = from_registry(&tb, &cache.path().join("c"), &[], &[]);
     ok(&again);
