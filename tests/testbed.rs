@@ -151,6 +151,24 @@ fn files_a_node_writes_stay_on_that_node() {
     testbed.reset_nodes();
 }
 
+/// root's home on a node is the node's own: what sshd's shell sources there is not the
+/// machine's `~/.bashrc`, and what a command leaves in `~` stays on that node.
+#[test]
+fn a_nodes_home_is_its_own() {
+    let (testbed, _lock) = testbed!();
+    let node = &testbed.nodes[0];
+    let marker = "dropship-home-marker";
+    succeed(ssh_output(&testbed, node, &format!("touch ~/{marker}")));
+    let home = dirs::home_dir().expect("the machine's home");
+    assert!(
+        !home.join(marker).exists(),
+        "{marker} landed in {}",
+        home.display()
+    );
+    succeed(testbed.run_in(node, &format!("test -e /root/{marker}")));
+    succeed(testbed.run_in(node, &format!("rm /root/{marker}")));
+}
+
 #[test]
 fn a_stopped_server_can_be_started_again() {
     let (testbed, _lock) = testbed!();
